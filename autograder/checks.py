@@ -1,0 +1,124 @@
+"""Checks are data (DESIGN.md contract 3).
+
+A `Check` names the graded object, makes seeded cases, says how to call the
+student's code (its `probe`), which torch functions it may not call, and which
+known mistakes to recognise. Its points come from the nbgrader cell whose
+grade_id is `check_<name>` in the source notebook. Generic code
+(`grading.py`) runs every check; no chapter writes its own comparison loop.
+
+Each chapter is a module `autograder.chapters.<stem>` with a list `CHECKS`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to the graded object, and how the student sees it described."""
+
+    label: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32  # the floating dtype of the inputs
+    compare: tuple[str, ...] | None = None  # output keys to compare (None: all)
+    shape_only: bool = False  # a meta-device case: shape, dtype and device only
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, torch.Tensor)]
+
+    def numel(self) -> int:
+        return max((t.numel() for t in self.tensors()), default=1)
+
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Case":
+        def conv(a):
+            return fn(a) if isinstance(a, torch.Tensor) else a
+
+        return Case(
+            self.label,
+            tuple(conv(a) for a in self.args),
+            {k: conv(v) for k, v in self.kwargs.items()},
+            self.dtype,
+            self.compare,
+            self.shape_only,
+        )
+
+    def to(self, device: str | torch.device) -> "Case":
+        return self.map_tensors(lambda t: t.to(device))
+
+    def upcast(self) -> "Case":
+        """The same case with floating tensors in float64, for the reference."""
+        return self.map_tensors(lambda t: t.double() if t.is_floating_point() else t)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known-wrong implementation and the hint a student gets when theirs matches it."""
+
+    name: str
+    hint: str
+    impl: Any  # same signature as the graded object
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # the check cell's grade_id is f"check_{name}"
+    target: str  # the graded function or class in the notebook's namespace
+    make_cases: Callable[..., Sequence[Case]]  # (gen, *, device, dtype) -> cases
+    probe: Any  # a probes.Probe: how to call the code, what comes back
+    mistakes: tuple[Mistake, ...] = ()
+    forbidden: tuple[str, ...] = ()  # torch functions (by __name__) it may not call
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    meta_case: bool = True  # also run on the meta device (catches a hard-coded CPU)
+    description: str = ""
+
+    @property
+    def grade_id(self) -> str:
+        return f"check_{self.name}"
+
+    def cases(self, *, device: str | torch.device) -> list[Case]:
+        """Seeded cases: the same inputs on every machine and device.
+
+        Inputs are made on the CPU from a generator seeded by the check's
+        name and the dtype, then moved to `device`.
+        """
+        out: list[Case] = []
+        for dtype in self.dtypes:
+            gen = torch.Generator().manual_seed(stable_seed(self.name, str(dtype)))
+            for case in self.make_cases(gen, device="cpu", dtype=dtype):
+                out.append(case.to(device))
+        if self.meta_case and out:
+            first = out[0]
+            meta = first.to("meta")
+            out.append(
+                Case(
+                    "on the meta device (outputs must follow the inputs' device; "
+                    "a tensor made without device=input.device lands on the CPU)",
+                    meta.args,
+                    meta.kwargs,
+                    first.dtype,
+                    first.compare,
+                    shape_only=True,
+                )
+            )
+        return out
+
+
+def stable_seed(*parts: str) -> int:
+    """A seed that does not change between runs (unlike hash())."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return int.from_bytes(digest[:6], "little")
+
+
+def load_checks(stem: str) -> dict[str, Check]:
+    """The checks of one chapter, by name, in the order the chapter lists them."""
+    module = importlib.import_module(f"autograder.chapters.{stem}")
+    checks = {c.name: c for c in module.CHECKS}
+    if len(checks) != len(module.CHECKS):
+        raise ValueError(f"chapter {stem!r} defines two checks with the same name")
+    return checks

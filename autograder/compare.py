@@ -1,0 +1,129 @@
+"""Decide one case: the student's answer against the reference's.
+
+Order of the questions, as torch.testing asks them: did it run, did it call
+a forbidden function, then for each output: is it a tensor, its shape, dtype,
+device, and only then its values (`torch.testing.assert_close` with the
+tolerance policy of tolerance.py). A failing case is matched against the
+known mistakes computed on the same inputs; a match names the mistake's hint.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autograder.checks import Case, Mistake
+from autograder.probes import NOT_DIFFERENTIABLE
+from autograder.tolerance import tolerance
+
+
+@dataclass
+class CaseVerdict:
+    label: str
+    passed: bool
+    message: str = ""  # what went wrong, for the student
+    mistake: str | None = None  # the matched known mistake's name
+    hint: str | None = None
+
+
+def _fmt(t: torch.Tensor, limit: int = 6) -> str:
+    flat = t.detach().reshape(-1)
+    vals = ", ".join(f"{float(v):.6g}" if t.is_floating_point() else str(v.item()) for v in flat[:limit])
+    more = ", ..." if flat.numel() > limit else ""
+    if t.dim() == 0:
+        return vals
+    return f"[{vals}{more}] (shape {tuple(t.shape)})"
+
+
+def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str | None,
+                  want_device: str | None) -> str | None:
+    """None when `got` matches `want`, else what differs, in words."""
+    if isinstance(want, torch.Tensor):
+        if isinstance(got, str) and got == NOT_DIFFERENTIABLE:
+            return (f"{key}: your output is not differentiable with respect to it "
+                    "(was it computed with .item(), numpy, .detach() or a new tensor?)")
+        if type(got) is not torch.Tensor:
+            return f"{key}: expected a tensor, got {type(got).__name__} {str(got)[:80]}"
+        if got.shape != want.shape:
+            return f"{key}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+        expected_dtype = case.dtype if want.is_floating_point() and case.dtype.is_floating_point else want.dtype
+        if got.dtype != expected_dtype:
+            return f"{key}: expected dtype {expected_dtype}, got {got.dtype}"
+        if want_device is not None and got_device != want_device:
+            return (f"{key}: expected it on device {want_device} (the inputs' device), "
+                    f"got {got_device}")
+        if case.shape_only:
+            return None
+        if want.is_floating_point():
+            finite = want[torch.isfinite(want)]
+            scale = float(finite.abs().max()) if finite.numel() else 1.0
+            rtol, atol = tolerance(got.dtype, numel=case.numel(), scale=scale)
+            got_cmp = got.double()
+            want_cmp = want.double()
+        else:
+            rtol = atol = 0.0
+            got_cmp, want_cmp = got, want
+        try:
+            torch.testing.assert_close(got_cmp, want_cmp, rtol=rtol, atol=atol, equal_nan=True,
+                                       check_device=False)
+        except AssertionError as exc:
+            detail = " ".join(str(exc).split("\n")[1:4]).strip()
+            return f"{key}: expected {_fmt(want)}, got {_fmt(got)}. {detail}"
+        return None
+    if isinstance(want, float):
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            return f"{key}: expected a number, got {type(got).__name__}"
+        if not (abs(got - want) <= 1e-6 * max(1.0, abs(want)) or (got != got and want != want)):
+            return f"{key}: expected {want:.6g}, got {got:.6g}"
+        return None
+    if got != want or type(got) is not type(want):
+        return f"{key}: expected {want!r}, got {got!r}"
+    return None
+
+
+def compare_answers(student: dict, reference: dict, *, case: Case) -> str | None:
+    """None when every compared output matches, else the first difference."""
+    keys = case.compare or tuple(reference["values"])
+    for key in keys:
+        if key not in reference["values"]:
+            continue
+        if key not in student["values"]:
+            return f"{key}: missing from your answer"
+        msg = compare_value(
+            key, student["values"][key], reference["values"][key], case=case,
+            got_device=student["devices"].get(key), want_device=reference["devices"].get(key),
+        )
+        if msg:
+            return msg
+    return None
+
+
+_DEVICE_ERROR = re.compile(r"(device|Device).*(cpu|meta|cuda)|(cpu|meta|cuda).*(device|Device)")
+
+
+def decide_case(case: Case, student: dict, reference: dict,
+                mistakes: list[tuple[Mistake, dict]]) -> CaseVerdict:
+    if student.get("error"):
+        err = student["error"]
+        if case.shape_only and not _DEVICE_ERROR.search(err):
+            # The meta device cannot run data-dependent code; only evidence of a
+            # hard-coded device fails this case.
+            return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
+        return CaseVerdict(case.label, False, f"raised {err}")
+    if student.get("forbidden"):
+        names = ", ".join(student["forbidden"])
+        return CaseVerdict(case.label, False,
+                           f"called {names}, the torch function this exercise asks you to write "
+                           "yourself; implement it with elementary tensor operations",
+                           mistake="forbidden-call")
+    problem = compare_answers(student, reference, case=case)
+    if problem is None:
+        return CaseVerdict(case.label, True)
+    for mistake, answer in mistakes:
+        if answer.get("error") or case.shape_only:
+            continue
+        if compare_answers(student, answer, case=case) is None:
+            return CaseVerdict(case.label, False, problem, mistake=mistake.name, hint=mistake.hint)
+    return CaseVerdict(case.label, False, problem)

@@ -1,0 +1,103 @@
+"""Run notebook cells into a namespace, as a Jupyter kernel would.
+
+IPython syntax (`%matplotlib inline`, `!pip install x`, `%%time`) is turned
+into Python by IPython's own transformer; line magics and shell escapes then
+do nothing, cell magics that only measure (`%%time`, `%%capture`) run their
+body. Each cell's code is registered with linecache so tracebacks quote it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import linecache
+import os
+import traceback
+from dataclasses import dataclass
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_RUN_BODY = {"time", "timeit", "capture", "prun", "writefile_skip"}
+
+
+class _Shell:
+    """Stands in for get_ipython() inside graded code."""
+
+    def __init__(self, namespace: dict):
+        self.user_ns = namespace
+
+    def run_line_magic(self, name, line, _stack_depth=1):
+        return None
+
+    def run_cell_magic(self, name, line, cell):
+        if name in _RUN_BODY:
+            run_source(cell, self.user_ns, filename="<cell magic>")
+        return None
+
+    def system(self, cmd):
+        return None
+
+    def getoutput(self, cmd, split=True, depth=0):
+        return []
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def to_python(source: str) -> str:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+def run_source(source: str, namespace: dict, *, filename: str) -> None:
+    code = to_python(source)
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - running notebook code is the job
+
+
+class CappedIO(io.TextIOBase):
+    """A stdout that keeps only the first `limit` characters (floods are cut)."""
+
+    def __init__(self, limit: int = 20_000):
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, s):
+        if self.size < self.limit:
+            self.parts.append(s[: self.limit - self.size])
+        self.size += len(s)
+        return len(s)
+
+    def getvalue(self) -> str:
+        text = "".join(self.parts)
+        return text + (f"\n... [{self.size - self.limit} characters cut]" if self.size > self.limit else "")
+
+
+@dataclass
+class CellOutcome:
+    index: int
+    ok: bool
+    error: str | None = None
+    stdout: str = ""
+
+
+def new_namespace() -> dict:
+    ns: dict = {"__name__": "__main__"}
+    ns["get_ipython"] = lambda: _Shell(ns)
+    return ns
+
+
+def run_cell(cell, namespace: dict) -> CellOutcome:
+    out = CappedIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            run_source(cell.source, namespace, filename=f"<cell {cell.index}>")
+        return CellOutcome(cell.index, True, stdout=out.getvalue())
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit included: a cell may call sys.exit
+        tb = traceback.extract_tb(exc.__traceback__)
+        line = next((f.lineno for f in reversed(tb) if f.filename.startswith("<cell")), None)
+        where = f" at line {line}" if line else ""
+        return CellOutcome(cell.index, False, f"{type(exc).__name__}{where}: {str(exc)[:500]}", out.getvalue())

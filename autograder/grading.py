@@ -1,0 +1,252 @@
+"""Grade one submission, then a class.
+
+The trusted side (`Grader`) loads the checks and the reference once, makes
+every case's inputs, computes the reference answers and the known mistakes'
+answers once per run, and decides every case. The student's code runs behind
+an executor: `InProcess` (nbgrader's kernel, the tests) or
+`sandbox.SandboxedSubmission` (the class runner). Both hand back the same
+wire format, so both give the same score.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from autograder.checks import Case, Check, load_checks
+from autograder.compare import CaseVerdict, decide_case
+from autograder.probes import from_bytes, run_probe, to_bytes
+from autograder.reference import check_points, reference_namespace
+from autograder.results import CheckResult, SubmissionResult, score_of, write_grades_csv, write_result
+
+
+def pin_torch_flags() -> None:
+    """Global torch state that grading pins (parent) and resets (child, before each check)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.set_default_dtype(torch.float32)
+    if hasattr(torch, "set_float32_matmul_precision"):
+        torch.set_float32_matmul_precision("highest")
+    torch.manual_seed(0)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+class Executor(Protocol):
+    def answer(self, check: Check, cases: list[Case]) -> list[dict]: ...
+
+
+def missing_answer(target: str) -> dict:
+    return {"values": {}, "devices": {}, "forbidden": [], "stdout": "",
+            "error": f"NameError: {target} is not defined in your notebook "
+                     "(was its cell deleted, renamed, or did it raise an error?)"}
+
+
+class InProcess:
+    """Runs the probes in this process, on `namespace` (a kernel's globals).
+
+    Not a sandbox: the student's code shares the process. Answers still go
+    through the wire format, so the scores equal the runner's.
+    """
+
+    def __init__(self, namespace: dict):
+        self.namespace = namespace
+
+    def answer(self, check: Check, cases: list[Case]) -> list[dict]:
+        impl = self.namespace.get(check.target)
+        if impl is None:
+            return [missing_answer(check.target) for _ in cases]
+        out = []
+        for case in cases:
+            pin_torch_flags()
+            out.append(from_bytes(to_bytes(run_probe(check, impl, case))))
+        return out
+
+
+@dataclass
+class _Prepared:
+    check: Check
+    cases: list[Case]
+    reference: list[dict]
+    mistakes: list[list]  # per case: [(Mistake, answer)]
+    max_points: float
+
+
+class Grader:
+    """Everything trusted about one chapter on one device, computed once."""
+
+    def __init__(self, stem: str, *, device: str = "cpu"):
+        pin_torch_flags()
+        self.stem = stem
+        self.device = resolve_device(device)
+        self.checks = load_checks(stem)
+        points = check_points(stem)
+        missing = [c.grade_id for c in self.checks.values() if c.grade_id not in points]
+        extra = [g for g in points if g.removeprefix("check_") not in self.checks]
+        if missing or extra:
+            raise ValueError(f"{stem}: check cells and checks disagree: no cell for {missing}, "
+                             f"no check for {extra}")
+        ns = reference_namespace(stem)
+        self.prepared: dict[str, _Prepared] = {}
+        for name, check in self.checks.items():
+            impl = ns[check.target]
+            cases, refs, mistakes = [], [], []
+            for case in check.cases(device=self.device):
+                ref = run_probe(check, impl, case.upcast())
+                if ref["error"]:
+                    if case.shape_only:
+                        continue  # the reference itself cannot run on meta: no meta case here
+                    raise RuntimeError(f"reference {check.target} fails on {case.label}: {ref['error']}")
+                cases.append(case)
+                refs.append(ref)
+                mistakes.append([(m, run_probe(check, m.impl, case.upcast())) for m in check.mistakes])
+            self.prepared[name] = _Prepared(check, cases, refs, mistakes, points[check.grade_id])
+
+    @property
+    def max_score(self) -> float:
+        return sum(p.max_points for p in self.prepared.values())
+
+    def decide(self, name: str, answers: list[dict]) -> CheckResult:
+        p = self.prepared[name]
+        verdicts: list[CaseVerdict] = []
+        for case, ref, mistakes, ans in zip(p.cases, p.reference, p.mistakes, answers):
+            verdicts.append(decide_case(case, ans, ref, mistakes))
+        passed = sum(v.passed for v in verdicts)
+        total = len(p.cases)
+        return CheckResult(name, p.check.grade_id, score_of(passed, total, p.max_points),
+                           p.max_points, passed, total, verdicts)
+
+    def grade_check(self, name: str, executor: Executor) -> CheckResult:
+        p = self.prepared[name]
+        return self.decide(name, executor.answer(p.check, p.cases))
+
+    def grade(self, executor: Executor) -> list[CheckResult]:
+        return [self.grade_check(name, executor) for name in self.prepared]
+
+
+def find_notebook(folder: Path, stem: str) -> tuple[Path | None, list[str]]:
+    """The notebook to grade in a student's assignment folder, and what to report."""
+    problems: list[str] = []
+    if not folder.is_dir():
+        return None, [f"no {stem}/ folder submitted"]
+    expected = folder / f"{stem}.ipynb"
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    others = [p.name for p in notebooks if p != expected]
+    if expected.is_file():
+        if others:
+            problems.append(f"graded {expected.name}; ignored other notebooks: {', '.join(others)}")
+        return expected, problems
+    if not notebooks:
+        return None, [f"no notebook in {stem}/ (expected {stem}.ipynb)"]
+    chosen = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
+    problems.append(f"no {stem}.ipynb; graded {chosen.name} instead (the newest notebook)"
+                    + (f"; ignored: {', '.join(n for n in others if n != chosen.name)}" if len(others) > 1 else ""))
+    return chosen, problems
+
+
+def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed: bool = True,
+                     limits=None) -> SubmissionResult:
+    from autograder.notebook import NotebookError, read_cells
+
+    notebook, problems = find_notebook(folder, grader.stem)
+    result = SubmissionResult(student_id, grader.stem, notebook.name if notebook else None,
+                              problems=problems, max_score=grader.max_score)
+    if notebook is None:
+        result.status = "missing"
+    else:
+        try:
+            cells = read_cells(notebook)
+        except NotebookError as exc:
+            result.status = "unreadable"
+            result.problems.append(str(exc))
+            cells = None
+        if cells is not None:
+            if sandboxed:
+                from autograder.sandbox import SandboxedSubmission
+
+                with SandboxedSubmission(grader.stem, cells, device=grader.device,
+                                         check_ids={c.grade_id for c in grader.checks.values()},
+                                         limits=limits) as sub:
+                    result.checks = grader.grade(sub)
+                    result.problems.extend(sub.problems)
+            else:
+                from autograder.execute import new_namespace, run_cell
+                from autograder.notebook import code_to_run
+
+                ns = new_namespace()
+                for cell in code_to_run(cells, {c.grade_id for c in grader.checks.values()}):
+                    outcome = run_cell(cell, ns)
+                    if not outcome.ok:
+                        result.problems.append(f"cell {cell.index} raised {outcome.error}")
+                result.checks = grader.grade(InProcess(ns))
+            return result
+    # Nothing to run: every check scores 0, and says why.
+    why = result.problems[-1]
+    result.checks = [grader.decide(name, [{"values": {}, "devices": {}, "forbidden": [], "stdout": "",
+                                           "error": why} for _ in p.cases])
+                     for name, p in grader.prepared.items()]
+    return result
+
+
+def list_students(submissions: Path) -> list[str]:
+    return sorted(p.name for p in Path(submissions).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if not shard:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard takes i/n with 0 <= i < n, got {shard!r}") from None
+    if not 0 <= i < n:
+        raise SystemExit(f"--shard takes i/n with 0 <= i < n, got {shard!r}")
+    return i, n
+
+
+def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,
+                shard: str | None = None, students: list[str] | None = None, sandboxed: bool = True,
+                progress: bool | None = None, limits=None) -> list[SubmissionResult]:
+    """Grade every DIR/<student_id>/<stem>/ notebook; write OUT/results and OUT/grades.csv."""
+    i, n = parse_shard(shard)
+    everyone = students if students is not None else list_students(submissions)
+    mine = [s for k, s in enumerate(sorted(everyone)) if k % n == i]
+    grader = Grader(stem, device=device)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    show = sys.stderr.isatty() if progress is None else progress
+    results: list[SubmissionResult] = []
+    start = time.monotonic()
+
+    def one(student: str) -> SubmissionResult:
+        res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
+                               limits=limits)
+        write_result(out, res)
+        return res
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for k, res in enumerate(pool.map(one, mine), 1):
+            results.append(res)
+            if show:
+                bar = "#" * (30 * k // max(len(mine), 1))
+                sys.stderr.write(f"\r{stem} [{bar:<30}] {k}/{len(mine)} {time.monotonic() - start:5.1f}s")
+                sys.stderr.flush()
+    if show:
+        sys.stderr.write("\n")
+    write_grades_csv(out)
+    return results

@@ -1,0 +1,82 @@
+"""Read a notebook into cells, tolerating what students do to notebooks.
+
+Works on the raw JSON (not nbformat's validator), so a notebook with changed
+metadata or a missing field is still read; only JSON that cannot be parsed at
+all is refused, with the line and column of the problem.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NotebookError(Exception):
+    """The file cannot be read as a notebook; the message says why."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int  # position among all cells, from 0
+    cell_type: str
+    source: str
+    grade_id: str | None = None
+    solution: bool = False
+    grade: bool = False
+    points: float | None = None
+
+    @property
+    def is_check(self) -> bool:
+        """An nbgrader test cell: it holds a (hidden) check, not the student's code."""
+        return self.cell_type == "code" and self.grade and not self.solution
+
+
+def _text(source) -> str:
+    if isinstance(source, list):
+        return "".join(str(s) for s in source)
+    return source if isinstance(source, str) else ""
+
+
+def read_cells(path: Path) -> list[Cell]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise NotebookError(f"{Path(path).name} cannot be read: {exc.strerror}") from None
+    try:
+        nb = json.loads(raw.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise NotebookError(
+            f"{Path(path).name} is not valid notebook JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}); was it edited outside Jupyter or cut off while saving?"
+        ) from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise NotebookError(f"{Path(path).name} is JSON but not a notebook (no list of cells)")
+    cells = []
+    for i, c in enumerate(nb["cells"]):
+        if not isinstance(c, dict):
+            continue
+        meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
+        nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
+        points = nbg.get("points")
+        cells.append(
+            Cell(
+                index=i,
+                cell_type=str(c.get("cell_type", "")),
+                source=_text(c.get("source", "")),
+                grade_id=nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else None,
+                solution=bool(nbg.get("solution", False)),
+                grade=bool(nbg.get("grade", False)),
+                points=float(points) if isinstance(points, (int, float)) else None,
+            )
+        )
+    return cells
+
+
+def code_to_run(cells: list[Cell], check_ids: set[str]) -> list[Cell]:
+    """The code cells a kernel would run for grading: all but the check cells.
+
+    A cell is a check cell if the source notebook says so (its grade_id is a
+    check's), whatever the submission's own metadata claims, so editing
+    metadata neither hides code from grading nor smuggles code into a check.
+    """
+    return [c for c in cells if c.cell_type == "code" and c.grade_id not in check_ids and not c.is_check]

@@ -1,0 +1,34 @@
+"""The reference namespace: the source notebook's own code, executed.
+
+The source notebook is the single source of truth: its solution cells are
+the reference solution. Nothing duplicates them elsewhere.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from autograder.course import source_notebook
+from autograder.execute import new_namespace, run_cell
+from autograder.notebook import code_to_run, read_cells
+
+
+class ReferenceError(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=None)
+def reference_namespace(stem: str) -> dict:
+    cells = read_cells(source_notebook(stem))
+    check_ids = {c.grade_id for c in cells if c.is_check and c.grade_id}
+    ns = new_namespace()
+    for cell in code_to_run(cells, check_ids):
+        outcome = run_cell(cell, ns)
+        if not outcome.ok:
+            raise ReferenceError(f"solutions/{stem}/{stem}.ipynb cell {cell.index} failed: {outcome.error}")
+    return ns
+
+
+def check_points(stem: str) -> dict[str, float]:
+    """Points of each check cell of the source notebook, by grade_id."""
+    cells = read_cells(source_notebook(stem))
+    return {c.grade_id: float(c.points or 0) for c in cells if c.is_check and c.grade_id}

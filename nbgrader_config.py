@@ -1,0 +1,27 @@
+"""nbgrader's configuration for this course (read from the course root)."""
+import os
+
+c = get_config()  # noqa: F821 - provided by nbgrader
+
+_root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.root = _root
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+# The gradebook stores hidden tests in plain text: it lives in the course root
+# but is ignored by git (.gitignore), never committed.
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_root, "gradebook.db")
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# A hidden check imports torch and runs many cases: more than the 30 s default.
+c.ExecutePreprocessor.timeout = 120
+
+# Feedback must not show hidden tests: nbgrader's default feedback shows them
+# verbatim. ClearHiddenTests removes them from the autograded notebook before
+# it is rendered; the check cells print their own student-facing report.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

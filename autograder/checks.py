@@ -18,6 +18,17 @@ from typing import Any, Callable, Sequence
 import torch
 
 
+def map_nested(fn: Callable[[torch.Tensor], torch.Tensor], obj):
+    """Apply fn to every tensor inside nested tuples, lists and dicts (e.g. a state_dict)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: map_nested(fn, v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_nested(fn, v) for v in obj)
+    return obj
+
+
 @dataclass(frozen=True)
 class Case:
     """One input to the graded object, and how the student sees it described."""
@@ -30,14 +41,16 @@ class Case:
     shape_only: bool = False  # a meta-device case: shape, dtype and device only
 
     def tensors(self) -> list[torch.Tensor]:
-        return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, torch.Tensor)]
+        found: list[torch.Tensor] = []
+        map_nested(lambda t: found.append(t) or t, (self.args, self.kwargs))
+        return found
 
     def numel(self) -> int:
         return max((t.numel() for t in self.tensors()), default=1)
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Case":
         def conv(a):
-            return fn(a) if isinstance(a, torch.Tensor) else a
+            return map_nested(fn, a)
 
         return Case(
             self.label,

@@ -100,16 +100,23 @@ def compare_answers(student: dict, reference: dict, *, case: Case) -> str | None
     return None
 
 
-_DEVICE_ERROR = re.compile(r"(device|Device).*(cpu|meta|cuda)|(cpu|meta|cuda).*(device|Device)")
+# Messages torch gives when tensors on two devices meet (a hard-coded device).
+_DEVICE_MISMATCH = re.compile(r"same device|expected device|two devices|tensor on device|on device cpu",
+                              re.IGNORECASE)
+
+
+def inconclusive_on_meta(error: str) -> bool:
+    """The meta device cannot run data-dependent code (.item(), masks, nonzero):
+    such an error says nothing about the student's code. Any other error, and
+    every device mismatch, fails the case."""
+    return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
 
 
 def decide_case(case: Case, student: dict, reference: dict,
                 mistakes: list[tuple[Mistake, dict]]) -> CaseVerdict:
     if student.get("error"):
         err = student["error"]
-        if case.shape_only and not _DEVICE_ERROR.search(err):
-            # The meta device cannot run data-dependent code; only evidence of a
-            # hard-coded device fails this case.
+        if case.shape_only and inconclusive_on_meta(err):
             return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
         return CaseVerdict(case.label, False, f"raised {err}")
     if student.get("forbidden"):

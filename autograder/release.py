@@ -6,6 +6,7 @@ from its source and is never edited by hand.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,9 @@ def generate(stem: str, *, release_dir: Path, root: Path | None = None, db: Path
         cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", stem, "--force", "--log-level=WARN",
                f"--CourseDirectory.root={root}", f"--CourseDirectory.release_directory={release_dir}",
                f"--CourseDirectory.db_url={db_url}"]
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        # nbgrader runs `alembic` from PATH: put this interpreter's bin/ first.
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment {stem} failed:\n{proc.stdout}\n{proc.stderr}")
     return Path(release_dir) / stem / f"{stem}.ipynb"

@@ -1,18 +1,9 @@
-"""How to call the graded code, and what comes back.
-
-A probe runs the graded object on one case and returns a dict of named
-outputs (tensors or plain values). The same probe runs the student's code (in
-the sandboxed child), the reference and each known mistake (in the trusted
-parent), so all three are measured the same way. Everything a probe returns
-crosses a process boundary through `to_wire` / `from_wire`: plain tensors
-only, loaded with `weights_only=True`.
-"""
+"""The machinery every probe shares: call watching, running a case, the wire format."""
 from __future__ import annotations
 
 import contextlib
 import io
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,39 +39,6 @@ def grad_weights(out: torch.Tensor) -> torch.Tensor:
     n = out.numel()
     w = torch.linspace(0.5, 1.5, max(n, 1), dtype=out.dtype, device=out.device)
     return w[:n].reshape(out.shape)
-
-
-@dataclass(frozen=True)
-class FunctionProbe:
-    """Calls `impl(*case.args, **case.kwargs)`; returns the output and the
-    gradients of the output with respect to the arguments named in `grad`
-    (name -> position in args)."""
-
-    grad: tuple[tuple[str, int], ...] = (("input", 0),)
-
-    def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:
-        args = list(case.args)
-        leaves: list[tuple[str, torch.Tensor]] = []
-        for name, pos in self.grad:
-            a = args[pos] if pos < len(args) else None
-            if isinstance(a, torch.Tensor) and a.is_floating_point():
-                args[pos] = a.detach().clone().requires_grad_(True)
-                leaves.append((name, args[pos]))
-        with watch if watch is not None else contextlib.nullcontext():
-            out = impl(*args, **case.kwargs)
-        result: dict[str, Any] = {"output": out}
-        if not leaves or not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return result
-        if not out.requires_grad:
-            for name, _ in leaves:
-                result[f"gradient w.r.t. {name}"] = NOT_DIFFERENTIABLE
-            return result
-        grads = torch.autograd.grad(
-            out, [t for _, t in leaves], grad_outputs=grad_weights(out), allow_unused=True
-        )
-        for (name, leaf), g in zip(leaves, grads):
-            result[f"gradient w.r.t. {name}"] = torch.zeros_like(leaf) if g is None else g
-        return result
 
 
 def run_probe(check, impl, case) -> dict[str, Any]:

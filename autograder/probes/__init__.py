@@ -1,0 +1,20 @@
+"""How to call the graded code, and what comes back.
+
+A probe runs the graded object on one case and returns a dict of named
+outputs (tensors or plain values). The same probe runs the student's code (in
+the sandboxed child), the reference and each known mistake (in the trusted
+parent), so all three are measured the same way. Everything a probe returns
+crosses a process boundary through `to_wire` / `from_wire`: plain tensors
+only, loaded with `weights_only=True`.
+
+A probe is any object with `run(impl, case, watch) -> dict`; it must call the
+graded code inside `with watch:` (when watch is not None) so forbidden calls
+are seen. One module per kind of graded object:
+
+    function.py   a function: output and input gradients
+"""
+from autograder.probes.core import (NOT_DIFFERENTIABLE, from_bytes, grad_weights, run_probe, to_bytes,
+                                    to_wire)
+from autograder.probes.function import FunctionProbe
+
+__all__ = ["NOT_DIFFERENTIABLE", "FunctionProbe", "from_bytes", "grad_weights", "run_probe", "to_bytes", "to_wire"]

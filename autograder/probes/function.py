@@ -1,0 +1,43 @@
+"""Probe a function: its output and the gradients of the output."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autograder.probes.core import NOT_DIFFERENTIABLE, _CallWatch, grad_weights
+
+
+@dataclass(frozen=True)
+class FunctionProbe:
+    """Calls `impl(*case.args, **case.kwargs)`; returns the output and the
+    gradients of the output with respect to the arguments named in `grad`
+    (name -> position in args)."""
+
+    grad: tuple[tuple[str, int], ...] = (("input", 0),)
+
+    def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:
+        args = list(case.args)
+        leaves: list[tuple[str, torch.Tensor]] = []
+        for name, pos in self.grad:
+            a = args[pos] if pos < len(args) else None
+            if isinstance(a, torch.Tensor) and a.is_floating_point():
+                args[pos] = a.detach().clone().requires_grad_(True)
+                leaves.append((name, args[pos]))
+        with watch if watch is not None else contextlib.nullcontext():
+            out = impl(*args, **case.kwargs)
+        result: dict[str, Any] = {"output": out}
+        if not leaves or not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return result
+        if not out.requires_grad:
+            for name, _ in leaves:
+                result[f"gradient w.r.t. {name}"] = NOT_DIFFERENTIABLE
+            return result
+        grads = torch.autograd.grad(
+            out, [t for _, t in leaves], grad_outputs=grad_weights(out), allow_unused=True
+        )
+        for (name, leaf), g in zip(leaves, grads):
+            result[f"gradient w.r.t. {name}"] = torch.zeros_like(leaf) if g is None else g
+        return result

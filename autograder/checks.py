@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -66,7 +66,8 @@ class Case:
 
     def upcast(self) -> "Case":
         """The same case with floating tensors in float64, for the reference."""
-        return self.map_tensors(lambda t: t.double() if t.is_floating_point() else t)
+        up = self.map_tensors(lambda t: t.double() if t.is_floating_point() else t)
+        return replace(up, dtype=torch.float64) if self.dtype.is_floating_point else up
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,185 @@
+"""The losses chapter's checks, proven both ways.
+
+1. The reference (the source notebook's solution cells) equals torch.nn.functional,
+   values and gradients, on randomized inputs: torch is the oracle.
+2. Every catalogued mistake loses points and gets its own hint.
+3. Known-correct alternatives keep full marks.
+4. Calling the torch function being implemented is detected, whatever the alias.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import (assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
+                            mistakes_of, reference)
+
+STEM = "losses"
+TORCH = {
+    "l1_loss": F.l1_loss,
+    "mse_loss": F.mse_loss,
+    "binary_cross_entropy": F.binary_cross_entropy,
+    "binary_cross_entropy_with_logits": F.binary_cross_entropy_with_logits,
+    "log_softmax": F.log_softmax,
+    "nll_loss": F.nll_loss,
+    "cross_entropy": F.cross_entropy,
+    "detection_loss": lambda bp, bt, cl, ct, box_weight=1.0:
+        box_weight * F.l1_loss(bp, bt) + F.binary_cross_entropy_with_logits(cl, ct),
+}
+
+
+@pytest.mark.parametrize("name", checks_of(STEM))
+def test_reference_equals_torch_on_every_case(name):
+    """Oracle: every case the grader uses, with torch in the reference's place."""
+    from autograder.compare import compare_answers
+    from autograder.probes import run_probe
+
+    p = grader(STEM).prepared[name]
+    ref_impl = reference(STEM)[p.check.target]
+    oracle_check = type(p.check)(**{**p.check.__dict__, "forbidden": ()})
+    for case in p.cases:
+        if case.shape_only:
+            continue
+        for c in (case, case.upcast()):
+            ours = run_probe(oracle_check, ref_impl, c)
+            theirs = run_probe(oracle_check, TORCH[name], c)
+            assert not ours["error"] and not theirs["error"], (ours["error"], theirs["error"])
+            # torch's BCE gradient at p = 0 or 1 is a convention; those cases compare values only.
+            assert compare_answers(ours, theirs, case=c) is None, c.label
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reference_equals_torch_on_fresh_random_inputs(seed):
+    ns = reference(STEM)
+    g = torch.Generator().manual_seed(seed)
+    N, C = int(torch.randint(1, 9, (1,), generator=g)), int(torch.randint(2, 7, (1,), generator=g))
+    x = torch.randn(N, C, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, C, (N, 3), generator=g)
+    t[0, 0] = -100
+    w = torch.rand(C, generator=g, dtype=torch.float64) + 0.1
+    for r in ("none", "mean", "sum"):
+        for eps in (0.0, 0.15):
+            ours = ns["cross_entropy"](x, t, weight=w, reduction=r, label_smoothing=eps)
+            theirs = F.cross_entropy(x, t, weight=w, reduction=r, label_smoothing=eps)
+            torch.testing.assert_close(ours, theirs)
+            gw = torch.randn_like(ours)
+            torch.testing.assert_close(torch.autograd.grad(ours, x, gw)[0], torch.autograd.grad(theirs, x, gw)[0])
+    p = torch.rand(N, C, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(N, C, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ns["binary_cross_entropy"](p, y), F.binary_cross_entropy(p, y))
+    z = torch.randn(N, C, generator=g, dtype=torch.float64) * 50
+    pw = torch.rand(C, generator=g, dtype=torch.float64) * 3
+    torch.testing.assert_close(ns["binary_cross_entropy_with_logits"](z, y, pos_weight=pw),
+                               F.binary_cross_entropy_with_logits(z, y, pos_weight=pw))
+
+
+@pytest.mark.parametrize("name", checks_of(STEM))
+def test_reference_gets_full_marks_and_calls_nothing_forbidden(name):
+    result = grade_impl(STEM, name, reference(STEM)[grader(STEM).checks[name].target])
+    assert result.points == result.max_points
+    assert result.passed == result.total
+
+
+@pytest.mark.parametrize("name, mistake", mistakes_of(STEM))
+def test_known_mistake_loses_points_with_its_hint(name, mistake):
+    assert_mistake_caught(STEM, name, mistake)
+
+
+def test_every_check_has_at_least_three_known_mistakes():
+    for check in grader(STEM).checks.values():
+        assert len(check.mistakes) >= 3, check.name
+
+
+def _lse_log_softmax(input, dim):
+    return input - torch.logsumexp(input, dim=dim, keepdim=True)
+
+
+def _float64_l1(input, target, reduction="mean"):
+    loss = (input.double() - target.double()).abs()
+    loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+    return loss.to(input.dtype)
+
+
+def _bce_logits_via_logsigmoid(input, target, weight=None, reduction="mean", pos_weight=None):
+    pw = 1 if pos_weight is None else pos_weight
+    log_sig = -torch.nn.functional.softplus(-input)  # log(sigmoid(x)), stable
+    loss = -(pw * target * log_sig + (1 - target) * (log_sig - input))
+    loss = loss if weight is None else loss * weight
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def _nll_by_one_hot(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    C = input.shape[1]
+    valid = target != ignore_index
+    onehot = torch.nn.functional.one_hot(target.clamp(min=0), C).movedim(-1, 1).to(input.dtype)
+    w = torch.ones(C, dtype=input.dtype, device=input.device) if weight is None else weight
+    shape = [1] * input.dim()
+    shape[1] = C
+    wt = (onehot * w.view(shape)).sum(1) * valid
+    loss = -(input * onehot).sum(1) * wt
+    return loss.sum() / wt.sum() if reduction == "mean" else {"none": loss, "sum": loss.sum()}[reduction]
+
+
+ALTERNATIVES = [
+    pytest.param("log_softmax", _lse_log_softmax, id="log_softmax:logsumexp"),
+    pytest.param("l1_loss", _float64_l1, id="l1_loss:float64-then-cast-back"),
+    pytest.param("binary_cross_entropy_with_logits", _bce_logits_via_logsigmoid, id="bce_logits:softplus-form"),
+    pytest.param("nll_loss", _nll_by_one_hot, id="nll_loss:one-hot-mask"),
+    pytest.param("mse_loss", lambda input, target, reduction="mean":
+                 {"none": (input - target).pow(2), "mean": ((input - target) ** 2).sum() / input.numel(),
+                  "sum": torch.einsum("...,...->", input - target, input - target)}[reduction],
+                 id="mse_loss:einsum-and-explicit-divide"),
+]
+
+
+@pytest.mark.parametrize("name, impl", ALTERNATIVES)
+def test_known_correct_alternative_keeps_full_marks(name, impl):
+    assert_full_marks(STEM, name, impl)
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda input, target, reduction="mean": F.l1_loss(input, target, reduction=reduction), id="F.l1_loss"),
+    pytest.param(lambda input, target, reduction="mean": torch.nn.L1Loss(reduction=reduction)(input, target),
+                 id="nn.L1Loss"),
+    pytest.param(lambda input, target, reduction="mean": torch._C._nn.l1_loss(input, target,
+                 {"none": 0, "mean": 1, "sum": 2}[reduction]), id="torch._C._nn.l1_loss"),
+])
+def test_calling_the_torch_function_being_implemented_scores_zero_with_a_message(call):
+    result = grade_impl(STEM, "l1_loss", call)
+    assert result.points == 0
+    assert any("the torch function this exercise asks you to write" in v.message for v in result.cases)
+
+
+def test_stub_scores_zero_and_says_not_implemented():
+    def stub(input, target, reduction="mean"):
+        raise NotImplementedError()
+
+    result = grade_impl(STEM, "l1_loss", stub)
+    assert result.points == 0
+    assert all("NotImplementedError" in v.message for v in result.cases)
+
+
+def test_hard_coded_cpu_tensor_fails_the_device_case():
+    def on_cpu(input, target, reduction="mean"):
+        loss = (input - target).abs() + torch.zeros(input.shape, dtype=input.dtype)  # no device=
+        return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+    result = grade_impl(STEM, "l1_loss", on_cpu)
+    meta = [v for v in result.cases if v.label.startswith("on the meta device")]
+    assert meta and not meta[0].passed
+    assert result.passed == result.total - 1
+
+
+def test_wrong_dtype_output_is_reported():
+    result = grade_impl(STEM, "mse_loss", lambda input, target, reduction="mean":
+                        reference(STEM)["mse_loss"](input.double(), target.double(), reduction))
+    assert result.points < result.max_points
+    assert any("expected dtype torch.float32, got torch.float64" in v.message for v in result.cases)
+
+
+def test_detached_output_loses_the_gradient_cases():
+    ref = reference(STEM)["l1_loss"]
+    result = grade_impl(STEM, "l1_loss", lambda input, target, reduction="mean": ref(input, target, reduction).detach())
+    assert result.points == 0
+    assert any("not differentiable" in v.message for v in result.cases)

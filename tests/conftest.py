@@ -1,0 +1,63 @@
+"""Shared fixtures and helpers for proving checks both ways."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from autograder.course import stems  # noqa: E402
+
+
+@lru_cache(maxsize=None)
+def grader(stem: str):
+    from autograder.grading import Grader
+
+    return Grader(stem, device="cpu")
+
+
+def reference(stem: str) -> dict:
+    from autograder.reference import reference_namespace
+
+    return reference_namespace(stem)
+
+
+def grade_impl(stem: str, check_name: str, impl):
+    """Grade `impl` as the student's answer to one check, in-process."""
+    from autograder.grading import InProcess
+
+    g = grader(stem)
+    target = g.checks[check_name].target
+    return g.grade_check(check_name, InProcess({**reference(stem), target: impl}))
+
+
+def mistakes_of(stem: str):
+    """pytest params (check name, Mistake) for every catalogued mistake of a chapter."""
+    from autograder.checks import load_checks
+
+    return [pytest.param(c.name, m, id=f"{c.name}:{m.name}") for c in load_checks(stem).values() for m in c.mistakes]
+
+
+def checks_of(stem: str):
+    from autograder.checks import load_checks
+
+    return [pytest.param(name, id=name) for name in load_checks(stem)]
+
+
+def assert_mistake_caught(stem: str, check_name: str, mistake) -> None:
+    result = grade_impl(stem, check_name, mistake.impl)
+    assert result.points < result.max_points, f"{mistake.name} kept full marks on {check_name}"
+    assert mistake.hint in result.hints, (
+        f"{mistake.name} lost points but without its hint; matched: {result.mistakes}; "
+        f"first failure: {next((v.message for v in result.cases if not v.passed), None)}")
+
+
+def assert_full_marks(stem: str, check_name: str, impl) -> None:
+    result = grade_impl(stem, check_name, impl)
+    failures = [f"{v.label}: {v.message}" for v in result.cases if not v.passed]
+    assert result.points == result.max_points, "\n".join(failures[:5])
+
+
+ALL_STEMS = stems()

@@ -22,7 +22,7 @@ import torch
 from autograder.checks import Case, Check, load_checks
 from autograder.compare import CaseVerdict, decide_case
 from autograder.probes import from_bytes, run_probe, to_bytes
-from autograder.reference import check_points, reference_namespace
+from autograder.reference import check_points, reference_namespace, visible_tests
 from autograder.results import CheckResult, SubmissionResult, score_of, write_grades_csv, write_result
 
 
@@ -51,6 +51,9 @@ def resolve_device(device: str) -> str:
 class Executor(Protocol):
     def answer(self, check: Check, cases: list[Case]) -> list[dict]: ...
 
+    # grade_id -> error of the check cell's visible tests (absent: they passed)
+    visible_failures: dict[str, str]
+
 
 def missing_answer(target: str) -> dict:
     return {"values": {}, "devices": {}, "forbidden": [], "stdout": "",
@@ -67,6 +70,7 @@ class InProcess:
 
     def __init__(self, namespace: dict):
         self.namespace = namespace
+        self.visible_failures: dict[str, str] = {}
 
     def answer(self, check: Check, cases: list[Case]) -> list[dict]:
         impl = self.namespace.get(check.target)
@@ -103,6 +107,7 @@ class Grader:
             raise ValueError(f"{stem}: check cells and checks disagree: no cell for {missing}, "
                              f"no check for {extra}")
         ns = reference_namespace(stem)
+        self.visible = visible_tests(stem)
         self.prepared: dict[str, _Prepared] = {}
         for name, check in self.checks.items():
             impl = ns[check.target]
@@ -134,7 +139,13 @@ class Grader:
 
     def grade_check(self, name: str, executor: Executor) -> CheckResult:
         p = self.prepared[name]
-        return self.decide(name, executor.answer(p.check, p.cases))
+        result = self.decide(name, executor.answer(p.check, p.cases))
+        failure = getattr(executor, "visible_failures", {}).get(p.check.grade_id)
+        if failure:
+            # As under nbgrader: a check cell whose visible tests raise scores 0.
+            result.points = 0.0
+            result.note = f"the visible tests in this check's cell failed: {failure}"
+        return result
 
     def grade(self, executor: Executor) -> list[CheckResult]:
         return [self.grade_check(name, executor) for name in self.prepared]
@@ -182,7 +193,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
 
                 with SandboxedSubmission(grader.stem, cells, device=grader.device,
                                          check_ids={c.grade_id for c in grader.checks.values()},
-                                         limits=limits) as sub:
+                                         visible=grader.visible, limits=limits) as sub:
                     result.checks = grader.grade(sub)
                     result.problems.extend(sub.problems)
             else:
@@ -194,7 +205,12 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
                     outcome = run_cell(cell, ns)
                     if not outcome.ok:
                         result.problems.append(f"cell {cell.index} raised {outcome.error}")
-                result.checks = grader.grade(InProcess(ns))
+                executor = InProcess(ns)
+                for grade_id, cell in grader.visible.items():
+                    outcome = run_cell(cell, ns)
+                    if not outcome.ok:
+                        executor.visible_failures[grade_id] = outcome.error
+                result.checks = grader.grade(executor)
             return result
     # Nothing to run: every check scores 0, and says why.
     why = result.problems[-1]

@@ -80,3 +80,21 @@ def code_to_run(cells: list[Cell], check_ids: set[str]) -> list[Cell]:
     metadata neither hides code from grading nor smuggles code into a check.
     """
     return [c for c in cells if c.cell_type == "code" and c.grade_id not in check_ids and not c.is_check]
+
+
+def visible_part(source: str) -> str:
+    """A check cell as students see it: without its hidden block
+    (what nbgrader's ClearHiddenTests leaves)."""
+    out, hidden = [], False
+    for line in source.splitlines(keepends=True):
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif not hidden:
+            out.append(line)
+    return "".join(out)
+
+
+def has_code(source: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("#") for line in source.splitlines())

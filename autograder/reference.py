@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from autograder.course import source_notebook
 from autograder.execute import new_namespace, run_cell
-from autograder.notebook import code_to_run, read_cells
+from autograder.notebook import Cell, code_to_run, has_code, read_cells, visible_part
 
 
 class ReferenceError(RuntimeError):
@@ -32,3 +32,15 @@ def check_points(stem: str) -> dict[str, float]:
     """Points of each check cell of the source notebook, by grade_id."""
     cells = read_cells(source_notebook(stem))
     return {c.grade_id: float(c.points or 0) for c in cells if c.is_check and c.grade_id}
+
+
+def visible_tests(stem: str) -> dict[str, Cell]:
+    """The visible part of each check cell of the source notebook, by grade_id.
+
+    nbgrader runs the source's version of a check cell (students cannot edit
+    it); if its visible tests raise, the cell scores 0. The runner runs the
+    same code in the child, after the student's cells, to give the same score.
+    """
+    cells = read_cells(source_notebook(stem))
+    return {c.grade_id: Cell(c.index, "code", visible_part(c.source), c.grade_id)
+            for c in cells if c.is_check and c.grade_id and has_code(visible_part(c.source))}

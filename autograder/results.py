@@ -24,6 +24,7 @@ class CheckResult:
     passed: int
     total: int
     cases: list[CaseVerdict] = field(default_factory=list)
+    note: str | None = None  # e.g. the visible tests in the check cell failed
 
     @property
     def hints(self) -> list[str]:

@@ -146,8 +146,10 @@ class SandboxedSubmission:
     """One submission's child process, restarted past cells that kill it."""
 
     def __init__(self, stem: str, cells: list[Cell], *, device: str, check_ids: set[str],
-                 limits: Limits | None = None):
+                 visible: dict[str, Cell] | None = None, limits: Limits | None = None):
         self.stem = stem
+        self.visible = visible or {}
+        self.visible_failures: dict[str, str] = {}
         self.device = device
         self.limits = limits or Limits()
         self.code = code_to_run(cells, check_ids)
@@ -212,28 +214,45 @@ class SandboxedSubmission:
             raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
 
     def _run_cells(self) -> None:
-        """Start a child and run the cells, skipping any that kill or hang it."""
+        """Start a child and run the cells, skipping any that kill or hang it;
+        then the visible tests of each check cell, as nbgrader would."""
         while True:
             self._kill()
             self._spawn()
-            for cell in self.code:
-                if cell.index in self.skip:
+            if not self._run_student_cells():
+                continue
+            for grade_id, cell in self.visible.items():
+                if grade_id in self.visible_failures:
                     continue
                 try:
                     report = self._request(("cell", cell.index, cell.source), self.limits.cell_timeout)
                 except ChildLost as lost:
-                    self.skip.add(cell.index)
-                    self.problems.append(f"cell {cell.index} {lost}; graded without that cell")
+                    self.visible_failures[grade_id] = f"your code {lost}"
                     break
-                if report.get("kind") != "cell":
-                    self.skip.add(cell.index)
-                    self.problems.append(f"cell {cell.index} garbled the grader's channel; graded without it")
-                    break
-                if not report.get("ok") and cell.index not in self._reported:
-                    self._reported.add(cell.index)
-                    self.problems.append(f"cell {cell.index} raised {report.get('error')}")
+                if not report.get("ok"):
+                    self.visible_failures[grade_id] = str(report.get("error"))
             else:
                 return
+
+    def _run_student_cells(self) -> bool:
+        """True when every cell ran (or raised); False when one killed the child."""
+        for cell in self.code:
+            if cell.index in self.skip:
+                continue
+            try:
+                report = self._request(("cell", cell.index, cell.source), self.limits.cell_timeout)
+            except ChildLost as lost:
+                self.skip.add(cell.index)
+                self.problems.append(f"cell {cell.index} {lost}; graded without that cell")
+                return False
+            if report.get("kind") != "cell":
+                self.skip.add(cell.index)
+                self.problems.append(f"cell {cell.index} garbled the grader's channel; graded without it")
+                return False
+            if not report.get("ok") and cell.index not in self._reported:
+                self._reported.add(cell.index)
+                self.problems.append(f"cell {cell.index} raised {report.get('error')}")
+        return True
 
     def answer(self, check, cases: list[Case]) -> list[dict]:
         if self.proc is None or not self.proc.is_alive():

@@ -1,0 +1,153 @@
+"""Checks for the `tensors` warm-up: each function mirrors its torch namesake.
+
+`mm` is a matrix product written with broadcasting and a sum, `mean` a
+reduction along `dim` with `keepdim`, `relu` and `sigmoid` elementwise
+functions from elementary operations. Known mistakes are the wrong code a
+student would write; tests/chapters/test_tensors.py proves each check both ways.
+"""
+from __future__ import annotations
+
+import torch
+
+from autograder.checks import Case, Check, Mistake
+from autograder.inputs import randn
+from autograder.probes import FunctionProbe
+
+
+def _label(*shapes, dtype, **kw) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    what = " and ".join(str(tuple(s)) for s in shapes)
+    kind = "inputs" if len(shapes) > 1 else "input"
+    return f"{kind} of shape {what} ({str(dtype).removeprefix('torch.')}){', ' + opts if opts else ''}"
+
+
+# -- mm: a matrix product from broadcasting and a sum ---------------------------
+
+def _mm_cases(gen, *, device, dtype):
+    cases = []
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=dtype, device=device)
+    b = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=dtype, device=device)
+    cases.append(Case(_label((2, 2), (2, 2), dtype=dtype, note="the page's a and b"), (a, b), {}, dtype))
+    for n, k, m in [(3, 3, 3), (3, 4, 5), (1, 6, 1), (5, 1, 3), (4, 7, 2)]:
+        x = randn(gen, n, k, dtype=dtype, device=device)
+        y = randn(gen, k, m, dtype=dtype, device=device)
+        cases.append(Case(_label((n, k), (k, m), dtype=dtype), (x, y), {}, dtype))
+    return cases
+
+
+def _bmm_sum(input, mat2, dim):
+    return (input[:, :, None] * mat2[None, :, :]).sum(dim)
+
+
+MM = Check(
+    name="mm",
+    target="mm",
+    make_cases=_mm_cases,
+    probe=FunctionProbe(grad=(("input", 0), ("mat2", 1))),
+    forbidden=("mm", "matmul", "__matmul__", "__rmatmul__", "bmm", "einsum", "tensordot", "dot", "vdot",
+               "mv", "addmm", "addmv", "addbmm", "baddbmm", "linear", "inner", "chain_matmul", "multi_dot"),
+    mistakes=(
+        Mistake("elementwise-product", "input * mat2 multiplies element by element; the matrix product sums "
+                "input[i, k] * mat2[k, j] over k.", lambda input, mat2: input * mat2),
+        Mistake("rows-times-rows", "Line up input's rows with mat2's columns: input[:, :, None] * mat2[None, :, :] "
+                "has shape (n, k, m); input[:, None, :] * mat2[None] pairs rows with rows (input @ mat2.T).",
+                lambda input, mat2: (input[:, None, :] * mat2[None, :, :]).sum(-1)),
+        Mistake("summed-over-wrong-dim", "Sum over the shared dimension k (dim 1 of the (n, k, m) product), "
+                "not over the rows of input.", lambda input, mat2: _bmm_sum(input, mat2, 0)),
+        Mistake("transposed-result", "The result of an (n, k) by (k, m) product has shape (n, m); yours is "
+                "its transpose.", lambda input, mat2: _bmm_sum(input, mat2, 1).T),
+    ),
+)
+
+
+# -- mean: a reduction along a dimension ------------------------------------------
+
+def _mean_cases(gen, *, device, dtype):
+    cases = []
+    x = randn(gen, 4, 5, dtype=dtype, device=device)
+    for dim in (0, 1, -1):
+        for keepdim in (False, True):
+            cases.append(Case(_label((4, 5), dtype=dtype, dim=dim, keepdim=keepdim), (x, dim),
+                              {"keepdim": keepdim}, dtype))
+    y = randn(gen, 2, 3, 4, dtype=dtype, device=device)
+    for dim, keepdim in [(1, False), (1, True), (-3, True), (2, False)]:
+        cases.append(Case(_label((2, 3, 4), dtype=dtype, dim=dim, keepdim=keepdim), (y, dim),
+                          {"keepdim": keepdim}, dtype))
+    v = randn(gen, 6, dtype=dtype, device=device)
+    cases.append(Case(_label((6,), dtype=dtype, dim=0), (v, 0), {}, dtype))
+    return cases
+
+
+MEAN = Check(
+    name="mean",
+    target="mean",
+    make_cases=_mean_cases,
+    probe=FunctionProbe(),
+    forbidden=("mean", "nanmean"),
+    mistakes=(
+        Mistake("keepdim-ignored", "With keepdim=True the reduced dimension stays, with size 1 "
+                "(a (4, 5) input averaged over dim 1 gives (4, 1)); pass keepdim on to .sum.",
+                lambda input, dim, keepdim=False: input.sum(dim) / input.shape[dim]),
+        Mistake("divided-by-numel", "Divide by the number of elements along `dim` (input.shape[dim]), "
+                "not by the number of elements of the whole tensor.",
+                lambda input, dim, keepdim=False: input.sum(dim, keepdim=keepdim) / input.numel()),
+        Mistake("last-dim-only", "Reduce along `dim`, the argument, not always the last dimension.",
+                lambda input, dim, keepdim=False: input.sum(-1, keepdim=keepdim) / input.shape[-1]),
+        Mistake("sum-not-mean", "A mean is the sum divided by the number of elements along `dim`.",
+                lambda input, dim, keepdim=False: input.sum(dim, keepdim=keepdim)),
+    ),
+)
+
+
+# -- relu and sigmoid: elementwise, from elementary operations ----------------------
+
+def _elementwise_cases(scale):
+    def make(gen, *, device, dtype):
+        cases = [Case(_label((4,), dtype=dtype, note="two positive, two negative"),
+                      (torch.tensor([-2.0, -0.5, 0.5, 3.0], dtype=dtype, device=device),), {}, dtype),
+                 Case(_label((2, 2), dtype=dtype, note="the page's c"),
+                      (torch.tensor([[4.0, 5.0], [10.0, 1.0]], dtype=dtype, device=device),), {}, dtype)]
+        for shape in [(7,), (3, 4), (2, 3, 4), ()]:
+            x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
+            cases.append(Case(_label(shape, dtype=dtype), (x,), {}, dtype))
+        return cases
+    return make
+
+
+RELU = Check(
+    name="relu",
+    target="relu",
+    make_cases=_elementwise_cases(2.0),
+    probe=FunctionProbe(),
+    forbidden=("relu", "relu_", "threshold", "threshold_", "relu6", "hardtanh"),
+    mistakes=(
+        Mistake("absolute-value", "ReLU sets negative inputs to 0; it does not flip their sign (that is abs).",
+                lambda input: input.abs()),
+        Mistake("mask-returned", "(input > 0) is the mask of the positive entries (ReLU's derivative); "
+                "ReLU returns the input where the mask is true and 0 elsewhere.",
+                lambda input: (input > 0).to(input.dtype)),
+        Mistake("negative-part", "ReLU keeps the positive part max(x, 0), not the negative part min(x, 0).",
+                lambda input: torch.where(input < 0, input, torch.zeros_like(input))),
+        Mistake("max-reduces", "torch.max(input, 0) reduces along dimension 0 (and returns values and indices); "
+                "the elementwise maximum with 0 is torch.clamp(input, min=0) or torch.where(input > 0, input, 0).",
+                lambda input: torch.max(input, 0)),
+    ),
+)
+
+SIGMOID = Check(
+    name="sigmoid",
+    target="sigmoid",
+    make_cases=_elementwise_cases(3.0),
+    probe=FunctionProbe(),
+    forbidden=("sigmoid", "sigmoid_", "special_expit", "expit", "logsigmoid", "log_sigmoid", "softmax"),
+    mistakes=(
+        Mistake("sign-flipped", "sigmoid(x) = 1 / (1 + exp(-x)): the exponent is -x, so large x gives values "
+                "near 1.", lambda input: 1 / (1 + torch.exp(input))),
+        Mistake("minus-in-denominator", "The denominator is 1 + exp(-x), a sum, so it never reaches 0.",
+                lambda input: 1 / (1 - torch.exp(-input))),
+        Mistake("tanh", "tanh has range (-1, 1); sigmoid has range (0, 1): sigmoid(x) = 1 / (1 + exp(-x)).",
+                lambda input: torch.tanh(input)),
+    ),
+)
+
+CHECKS = [MM, MEAN, RELU, SIGMOID]

@@ -7,6 +7,8 @@ student would write; tests/chapters/test_tensors.py proves each check both ways.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from autograder.checks import Case, Check, Mistake
@@ -108,7 +110,7 @@ def _elementwise_cases(scale):
                  Case(_label((2, 2), dtype=dtype, note="the page's c"),
                       (torch.tensor([[4.0, 5.0], [10.0, 1.0]], dtype=dtype, device=device),), {}, dtype)]
         for shape in [(7,), (3, 4), (2, 3, 4), ()]:
-            x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
+            x = randn(gen, math.prod(shape), dtype=dtype, device=device, scale=scale).reshape(shape)
             cases.append(Case(_label(shape, dtype=dtype), (x,), {}, dtype))
         return cases
     return make

@@ -79,7 +79,7 @@ def code_to_run(cells: list[Cell], check_ids: set[str]) -> list[Cell]:
     check's), whatever the submission's own metadata claims, so editing
     metadata neither hides code from grading nor smuggles code into a check.
     """
-    return [c for c in cells if c.cell_type == "code" and c.grade_id not in check_ids and not c.is_check]
+    return [c for c in cells if c.cell_type == "code" and c.grade_id not in check_ids]
 
 
 def visible_part(source: str) -> str:

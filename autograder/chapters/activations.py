@@ -1,0 +1,639 @@
+"""Checks for the `activations` chapter.
+
+The functions mirror torch.nn.functional (sigmoid, tanh, relu, leaky_relu,
+gelu, softmax), PReLU mirrors torch.nn.PReLU, two activations are written as
+torch.autograd.Functions with a hand-written backward, and two diagnostics
+(per-layer gradient norms, the fraction of dead ReLU units) are measured on
+networks the probe builds. Known mistakes are written as the wrong code a
+student would write; the tests prove each check both ways
+(tests/chapters/test_activations.py).
+
+Where a function has a kink (ReLU, LeakyReLU at 0) torch's convention for
+the gradient decides: relu'(0) = 0, leaky_relu'(0) = negative_slope.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from autograder.checks import Case, Check, Mistake
+from autograder.inputs import randn
+from autograder.probes import FunctionProbe
+from autograder.probes.activation_module import ActivationModuleProbe
+from autograder.probes.autograd_function import AutogradFunctionProbe
+from autograder.probes.model_diagnostic import ModelDiagnosticProbe
+
+
+def _dt(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _label(shape, dtype, **kw) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    return f"input of shape {tuple(shape)} ({_dt(dtype)}){', ' + opts if opts else ''}"
+
+
+EXTREME = [-1000.0, -88.0, -20.0, -1.5, 1.5, 20.0, 88.0, 1000.0]
+AT_ZERO = [-1.0, 0.0, 0.0, 2.0]
+
+
+def _unary_cases(gen, *, device, dtype, extra_kwargs=({},)):
+    """Random inputs of three shapes (moderate and saturating scales), inputs of
+    ±1000, and inputs exactly 0 (where a kink's gradient is a convention)."""
+    cases = []
+    shapes = [((7,), 1.0), ((3, 4), 3.0), ((2, 3, 4), 6.0)]
+    for kw in extra_kwargs:
+        for shape, scale in shapes:
+            x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
+            cases.append(Case(_label(shape, dtype, **kw), (x,), dict(kw), dtype))
+        big = torch.tensor(EXTREME, dtype=dtype, device=device)
+        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype))
+        zero = torch.tensor(AT_ZERO, dtype=dtype, device=device)
+        cases.append(Case(_label(zero.shape, dtype, **kw, values="exactly 0 among them"), (zero,), dict(kw), dtype))
+    return cases
+
+
+# -- elementary pieces the mistakes are built from (no forbidden calls) ----------
+
+def _stable_sigmoid(x):
+    e = torch.exp(torch.where(x >= 0, -x, x))  # exp(-|x|), never overflows
+    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _stable_tanh(x):
+    e = torch.exp(torch.where(x >= 0, -2 * x, 2 * x))  # exp(-2|x|)
+    t = (1 - e) / (1 + e)
+    return torch.where(x >= 0, t, -t)
+
+
+# -- sigmoid ---------------------------------------------------------------------
+
+_OVERFLOW_HINT_SIGMOID = (
+    "exp overflows: exp(-x) is inf for x = -1000 (and exp(x) for x = +1000), which gives nan in the value or "
+    "in the gradient. Compute e = exp(-|x|), which lies in (0, 1], and return 1 / (1 + e) where x >= 0 and "
+    "e / (1 + e) where x < 0.")
+
+SIGMOID = Check(
+    name="sigmoid",
+    target="sigmoid",
+    make_cases=_unary_cases,
+    probe=FunctionProbe(),
+    forbidden=("sigmoid", "sigmoid_", "special_expit", "log_sigmoid", "silu", "tanh", "tanh_"),
+    mistakes=(
+        Mistake("overflow-for-negative-inputs", _OVERFLOW_HINT_SIGMOID,
+                lambda input: 1 / (1 + torch.exp(-input))),
+        Mistake("overflow-for-positive-inputs", _OVERFLOW_HINT_SIGMOID,
+                lambda input: torch.exp(input) / (1 + torch.exp(input))),
+        Mistake("where-over-unsafe-branches",
+                "torch.where computes both branches, and the gradient of the branch it did not pick is still "
+                "multiplied in: 0 * inf = nan. Make both branches safe by computing them from e = exp(-|x|).",
+                lambda input: torch.where(input >= 0, 1 / (1 + torch.exp(-input)),
+                                          torch.exp(input) / (1 + torch.exp(input)))),
+        Mistake("abs-kills-gradient-at-zero",
+                "At x = 0 your gradient is 0 instead of 0.25: torch gives |x| the gradient 0 at 0. Get exp(-|x|) "
+                "as exp(torch.where(x >= 0, -x, x)), whose gradient is right at 0.",
+                lambda input: torch.where(input >= 0, 1 / (1 + torch.exp(-input.abs())),
+                                          torch.exp(-input.abs()) / (1 + torch.exp(-input.abs())))),
+        Mistake("sign-flipped", "sigmoid(x) = 1 / (1 + exp(-x)): it increases from 0 to 1; yours is sigmoid(-x).",
+                lambda input: _stable_sigmoid(-input)),
+    ),
+)
+
+
+# -- tanh --------------------------------------------------------------------------
+
+TANH = Check(
+    name="tanh",
+    target="tanh",
+    make_cases=_unary_cases,
+    probe=FunctionProbe(),
+    forbidden=("tanh", "tanh_", "sigmoid", "sigmoid_", "special_expit", "hardtanh"),
+    mistakes=(
+        Mistake("overflow", "(exp(x) - exp(-x)) / (exp(x) + exp(-x)) is inf / inf = nan for x = ±1000. Use only "
+                "e = exp(-2|x|) in (0, 1]: tanh(|x|) = (1 - e) / (1 + e), with the sign of x.",
+                lambda input: (torch.exp(input) - torch.exp(-input)) / (torch.exp(input) + torch.exp(-input))),
+        Mistake("sigmoid-of-x-not-2x", "tanh(x) = 2 * sigmoid(2x) - 1: the argument of the sigmoid is 2x "
+                "(2 * sigmoid(x) - 1 is tanh(x / 2)).", lambda input: 2 * _stable_sigmoid(input) - 1),
+        Mistake("abs-kills-gradient-at-zero",
+                "At x = 0 your gradient is 0 instead of 1: torch gives |x| and sign(x) the gradient 0 at 0. "
+                "Get exp(-2|x|) as exp(torch.where(x >= 0, -2 * x, 2 * x)) and pick the sign with torch.where.",
+                lambda input: torch.sign(input) * (1 - torch.exp(-2 * input.abs())) / (1 + torch.exp(-2 * input.abs()))),
+        Mistake("where-over-unsafe-branches",
+                "torch.where computes both branches, and the gradient of the branch it did not pick is still "
+                "multiplied in: 0 * inf = nan. Make both branches safe by computing them from e = exp(-2|x|).",
+                lambda input: torch.where(input >= 0, (1 - torch.exp(-2 * input)) / (1 + torch.exp(-2 * input)),
+                                          (torch.exp(2 * input) - 1) / (torch.exp(2 * input) + 1))),
+    ),
+)
+
+
+# -- relu --------------------------------------------------------------------------
+
+_RELU_FAMILY = ("relu", "relu_", "relu6", "_threshold", "threshold", "threshold_", "leaky_relu", "leaky_relu_",
+                "prelu", "_prelu_kernel", "rrelu", "rrelu_", "hardtanh", "hardtanh_")
+
+RELU = Check(
+    name="relu",
+    target="relu",
+    make_cases=_unary_cases,
+    probe=FunctionProbe(),
+    forbidden=_RELU_FAMILY,
+    mistakes=(
+        Mistake("clamp-gradient-at-zero",
+                "At exactly 0 torch's relu has gradient 0, but clamp(min=0) passes gradient 1 there. "
+                "Use torch.where(input > 0, input, 0) or input * (input > 0).",
+                lambda input: input.clamp(min=0)),
+        Mistake("maximum-gradient-at-zero",
+                "At exactly 0 torch's relu has gradient 0, but torch.maximum splits the gradient of a tie in half "
+                "(0.5). Use torch.where(input > 0, input, 0) or input * (input > 0).",
+                lambda input: torch.maximum(input, torch.zeros_like(input))),
+        Mistake("mask-not-values", "relu(x) is x where x > 0 (and 0 elsewhere), not the 0/1 mask (x > 0): "
+                "multiply the mask by the input.", lambda input: (input > 0).to(input.dtype)),
+        Mistake("absolute-value", "relu(x) is 0 for negative x, not |x|.", lambda input: input.abs()),
+    ),
+)
+
+
+# -- leaky_relu ----------------------------------------------------------------------
+
+_SLOPES = ({}, {"negative_slope": 0.1}, {"negative_slope": 0.2})
+
+
+def _leaky_cases(gen, *, device, dtype):
+    return _unary_cases(gen, device=device, dtype=dtype, extra_kwargs=_SLOPES)
+
+
+def _leaky(input, negative_slope=0.01):
+    return torch.where(input > 0, input, negative_slope * input)
+
+
+LEAKY_RELU = Check(
+    name="leaky_relu",
+    target="leaky_relu",
+    make_cases=_leaky_cases,
+    probe=FunctionProbe(),
+    forbidden=("leaky_relu", "leaky_relu_", "rrelu", "rrelu_", "prelu", "_prelu_kernel"),
+    mistakes=(
+        Mistake("slope-ignored", "Use the argument negative_slope for the negative side (0.01 is only its "
+                "default).", lambda input, negative_slope=0.01: _leaky(input, 0.01)),
+        Mistake("plain-relu", "LeakyReLU keeps a small slope for x < 0: negative_slope * x, not 0.",
+                lambda input, negative_slope=0.01: torch.where(input > 0, input, torch.zeros_like(input))),
+        Mistake("identity-at-zero",
+                "At exactly 0 torch's leaky_relu takes the negative side (gradient negative_slope): it tests "
+                "input > 0, not input >= 0.",
+                lambda input, negative_slope=0.01: torch.where(input >= 0, input, negative_slope * input)),
+        Mistake("maximum-gradient-at-zero",
+                "At exactly 0 torch.maximum(x, slope * x) splits the gradient of the tie in half; torch's "
+                "leaky_relu has gradient negative_slope there. Use torch.where(input > 0, ...).",
+                lambda input, negative_slope=0.01: torch.maximum(input, negative_slope * input)),
+        Mistake("slope-on-positive-side", "The slope multiplies the negative inputs; positive inputs pass "
+                "unchanged.", lambda input, negative_slope=0.01: torch.where(input > 0, negative_slope * input,
+                                                                             input)),
+    ),
+)
+
+
+# -- gelu ------------------------------------------------------------------------------
+
+def _gelu_cases(gen, *, device, dtype):
+    cases = []
+    for kw in ({}, {"approximate": "none"}, {"approximate": "tanh"}):
+        for shape, scale in [((7,), 1.0), ((3, 4), 2.0)]:
+            x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
+            cases.append(Case(_label(shape, dtype, **kw), (x,), dict(kw), dtype))
+        # Where the exact GELU and its tanh approximation differ most (|x| near 2 to 3).
+        mid = torch.tensor([-3.0, -2.7, -2.0, -1.0, 1.0, 2.0, 2.7, 3.0], dtype=dtype, device=device)
+        cases.append(Case(_label(mid.shape, dtype, **kw, values="|x| in 1..3"), (mid,), dict(kw), dtype))
+        big = torch.tensor(EXTREME, dtype=dtype, device=device)
+        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype))
+    return cases
+
+
+def _gelu_exact(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+GELU = Check(
+    name="gelu",
+    target="gelu",
+    make_cases=_gelu_cases,
+    probe=FunctionProbe(),
+    forbidden=("gelu", "gelu_"),
+    mistakes=(
+        Mistake("tanh-approximation-for-exact",
+                "approximate='none' (the default) asks for the exact GELU, x * Phi(x) = "
+                "0.5 * x * (1 + erf(x / sqrt(2))); the tanh formula is only its approximation.",
+                lambda input, approximate="none": _gelu_tanh(input)),
+        Mistake("exact-for-tanh-approximation",
+                "approximate='tanh' asks for 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))), "
+                "not the exact erf formula.",
+                lambda input, approximate="none": _gelu_exact(input)),
+        Mistake("sigmoid-approximation",
+                "x * sigmoid(1.702 x) is a third approximation, which torch does not offer: use erf "
+                "(approximate='none') or the tanh formula (approximate='tanh').",
+                lambda input, approximate="none": input * _stable_sigmoid(1.702 * input)),
+        Mistake("erf-without-sqrt2", "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))): divide by sqrt(2) inside erf.",
+                lambda input, approximate="none": 0.5 * input * (1 + torch.erf(input))
+                if approximate == "none" else _gelu_tanh(input)),
+        Mistake("missing-half", "GELU(x) = x * Phi(x) with Phi(x) = 0.5 * (1 + erf(x / sqrt(2))): "
+                "keep the factor 0.5.",
+                lambda input, approximate="none": 2 * (_gelu_exact(input) if approximate == "none"
+                                                       else _gelu_tanh(input))),
+    ),
+)
+
+
+# -- softmax -----------------------------------------------------------------------------
+
+def _softmax_cases(gen, *, device, dtype):
+    cases = []
+    x = randn(gen, 4, 6, dtype=dtype, device=device, scale=2.0)
+    for dim in (1, 0, -1):
+        cases.append(Case(_label((4, 6), dtype, dim=dim), (x,), {"dim": dim}, dtype))
+    sq = randn(gen, 5, 5, dtype=dtype, device=device, scale=2.0)
+    cases.append(Case(_label((5, 5), dtype, dim=1), (sq,), {"dim": 1}, dtype))
+    y = randn(gen, 2, 3, 5, dtype=dtype, device=device, scale=3.0)
+    cases.append(Case(_label((2, 3, 5), dtype, dim=1), (y,), {"dim": 1}, dtype))
+    v = randn(gen, 6, dtype=dtype, device=device)
+    cases.append(Case(_label((6,), dtype, dim=0), (v,), {"dim": 0}, dtype))
+    big = torch.tensor([[1000.0, 0.0, -1000.0], [-1000.0, -999.0, -1001.0], [500.0, 500.0, 499.0]],
+                       dtype=dtype, device=device)
+    for dim in (1, 0):
+        cases.append(Case(_label((3, 3), dtype, dim=dim, logits="extreme (±1000)"), (big,), {"dim": dim}, dtype))
+    return cases
+
+
+def _softmax_along(x, dim):
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+
+SOFTMAX = Check(
+    name="softmax",
+    target="softmax",
+    make_cases=_softmax_cases,
+    probe=FunctionProbe(),
+    forbidden=("softmax", "_softmax", "special_softmax", "log_softmax", "_log_softmax", "special_log_softmax",
+               "logsumexp", "softmin", "gumbel_softmax"),
+    mistakes=(
+        Mistake("no-max-subtracted", "exp overflows for large inputs (exp(1000) is inf, and inf / inf is nan): "
+                "subtract the maximum along `dim` first; softmax(x) = softmax(x - max(x)).",
+                lambda input, dim: torch.exp(input) / torch.exp(input).sum(dim, keepdim=True)),
+        Mistake("last-dim-only", "Normalise along `dim`, the argument, not always the last dimension.",
+                lambda input, dim: _softmax_along(input, -1)),
+        Mistake("normalised-over-everything", "Sum along `dim` only: each slice along `dim` sums to 1, not the "
+                "whole tensor.", lambda input, dim: torch.exp(input - input.max()) / torch.exp(
+                    input - input.max()).sum()),
+        Mistake("no-keepdim", "Reduce with keepdim=True, so that the sum broadcasts back along `dim`; without it "
+                "a square input is divided along the wrong dimension.",
+                lambda input, dim: torch.exp(input - input.amax(dim, keepdim=True))
+                / torch.exp(input - input.amax(dim, keepdim=True)).sum(dim)),
+    ),
+)
+
+
+# -- PReLU -----------------------------------------------------------------------------------
+
+def _prelu_cases(gen, *, device, dtype):
+    cases = []
+    for kwargs, shape in [({}, (7,)), ({}, (4, 5)), ({"init": 0.1}, (3, 4)),
+                          ({"num_parameters": 3}, (4, 3)), ({"num_parameters": 3, "init": -0.2}, (2, 3, 5)),
+                          ({"num_parameters": 3, "init": 0.05}, (2, 3, 4, 3))]:
+        x = randn(gen, *shape, dtype=dtype, device=device, scale=2.0)
+        target = randn(gen, *shape, dtype=dtype, device=device)
+        what = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "default arguments"
+        cases.append(Case(f"PReLU({what}) on an input of shape {shape} ({_dt(dtype)})", (x, target), kwargs,
+                          dtype))
+    return cases
+
+
+class _PReLUBase(nn.Module):
+    """The right parameter; subclasses get the forward wrong."""
+
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((num_parameters,), float(init)))
+
+    def slope(self, input):
+        w = self.weight
+        return w.reshape(1, -1, *([1] * (input.dim() - 2))) if input.dim() >= 2 else w
+
+
+class _PReLUBuffer(nn.Module):
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__()
+        self.register_buffer("weight", torch.full((num_parameters,), float(init)))
+
+    def forward(self, input):
+        w = self.weight.reshape(1, -1, *([1] * (input.dim() - 2))) if input.dim() >= 2 else self.weight
+        return torch.where(input > 0, input, w * input)
+
+
+class _PReLUScalar(nn.Module):
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, input):
+        return torch.where(input > 0, input, self.weight * input)
+
+
+class _PReLULastDim(_PReLUBase):
+    def forward(self, input):
+        return torch.where(input > 0, input, self.weight * input)
+
+
+class _PReLUInitIgnored(_PReLUBase):
+    def __init__(self, num_parameters=1, init=0.25):
+        super().__init__(num_parameters, 0.25)
+
+    def forward(self, input):
+        return torch.where(input > 0, input, self.slope(input) * input)
+
+
+class _PReLUDetached(_PReLUBase):
+    def forward(self, input):
+        return torch.where(input > 0, input, self.slope(input).detach() * input)
+
+
+PRELU = Check(
+    name="PReLU",
+    target="PReLU",
+    make_cases=_prelu_cases,
+    probe=ActivationModuleProbe(),
+    forbidden=("prelu", "_prelu_kernel", "leaky_relu", "leaky_relu_", "rrelu", "rrelu_"),
+    mistakes=(
+        Mistake("slope-not-a-parameter", "Register the slope as nn.Parameter (self.weight = "
+                "nn.Parameter(...)): a plain tensor or a buffer is not in net.parameters(), so no optimizer "
+                "ever updates it and .to() may not move it.", _PReLUBuffer),
+        Mistake("scalar-weight", "weight has shape (num_parameters,), one slope per channel, like "
+                "torch.nn.PReLU's: torch.full((num_parameters,), init).", _PReLUScalar),
+        Mistake("slopes-along-last-dim", "The channels are dimension 1 of the input (N, C, ...): reshape the "
+                "(C,) weight to (1, C, 1, ...) before multiplying; as it is, it broadcasts along the last "
+                "dimension.", _PReLULastDim),
+        Mistake("init-ignored", "Fill the weight with the argument init (0.25 is only its default).",
+                _PReLUInitIgnored),
+        Mistake("slope-detached", "The slope must get a gradient to learn: do not .detach() it (or use .data) "
+                "in forward.", _PReLUDetached),
+    ),
+)
+
+
+# -- autograd.Functions ---------------------------------------------------------------------
+
+class _SigmoidReturnsForward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        out = _stable_sigmoid(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (out,) = ctx.saved_tensors
+        return grad_output * out
+
+
+class _SigmoidOfInput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return _stable_sigmoid(input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * input * (1 - input)
+
+
+class _SigmoidNoUpstream(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        out = _stable_sigmoid(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (out,) = ctx.saved_tensors
+        return out * (1 - out)
+
+
+class _SigmoidNaiveForward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        out = torch.exp(input) / (1 + torch.exp(input))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (out,) = ctx.saved_tensors
+        return grad_output * out * (1 - out)
+
+
+def _fn_cases(gen, *, device, dtype):
+    return _unary_cases(gen, device=device, dtype=dtype)
+
+
+_BACKWARD_RETURNS_FORWARD = ("backward returns the derivative times grad_output, not the forward's value: "
+                             "for sigmoid that is grad_output * s * (1 - s), with s = sigmoid(input) saved in "
+                             "forward by ctx.save_for_backward.")
+
+SIGMOID_FUNCTION = Check(
+    name="SigmoidFunction",
+    target="SigmoidFunction",
+    make_cases=_fn_cases,
+    probe=AutogradFunctionProbe(),
+    forbidden=("sigmoid", "sigmoid_", "special_expit", "log_sigmoid", "sigmoid_backward", "grad", "backward",
+               "tanh", "tanh_"),
+    mistakes=(
+        Mistake("backward-returns-forward", _BACKWARD_RETURNS_FORWARD, _SigmoidReturnsForward),
+        Mistake("derivative-of-the-input", "sigmoid's derivative is s * (1 - s) with s = sigmoid(x), the "
+                "forward's output, not x * (1 - x): save the output in forward and use it in backward.",
+                _SigmoidOfInput),
+        Mistake("upstream-gradient-dropped", "Multiply the local derivative by grad_output (the chain rule): "
+                "backward returns grad_output * s * (1 - s).", _SigmoidNoUpstream),
+        Mistake("forward-overflows", _OVERFLOW_HINT_SIGMOID, _SigmoidNaiveForward),
+    ),
+)
+
+
+class _ReLUReturnsForward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        out = torch.where(input > 0, input, torch.zeros_like(input))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (out,) = ctx.saved_tensors
+        return grad_output * out
+
+
+class _ReLUMaskAtZero(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.where(input > 0, input, torch.zeros_like(input))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * (input >= 0)
+
+
+class _ReLUNoUpstream(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.where(input > 0, input, torch.zeros_like(input))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return (input > 0).to(grad_output.dtype)
+
+
+RELU_FUNCTION = Check(
+    name="ReLUFunction",
+    target="ReLUFunction",
+    make_cases=_fn_cases,
+    probe=AutogradFunctionProbe(),
+    forbidden=_RELU_FAMILY + ("threshold_backward", "grad", "backward"),
+    mistakes=(
+        Mistake("backward-returns-forward", "backward returns the derivative times grad_output, not the "
+                "forward's value: ReLU's derivative is the 0/1 mask (input > 0), so return "
+                "grad_output * (input > 0).", _ReLUReturnsForward),
+        Mistake("mask-one-at-zero", "torch's convention at exactly 0 is gradient 0: the mask is input > 0, "
+                "not input >= 0.", _ReLUMaskAtZero),
+        Mistake("upstream-gradient-dropped", "Multiply the mask by grad_output (the chain rule): backward "
+                "returns grad_output * (input > 0).", _ReLUNoUpstream),
+    ),
+)
+
+
+# -- diagnostics: per-layer gradient norms, dead ReLU units -----------------------------------
+
+def _mlp(gen, sizes, *, dtype, device, bias_shift=None):
+    """Weights (out, in) with the scale of a default init; bias_shift[k]: added to layer k's biases."""
+    weights, biases = [], []
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weights.append(randn(gen, n_out, n_in, dtype=dtype, device=device, scale=1.5 / math.sqrt(n_in)))
+        b = randn(gen, n_out, dtype=dtype, device=device, scale=0.5)
+        if bias_shift is not None and k < len(bias_shift):
+            b = b + torch.tensor(bias_shift[k], dtype=dtype, device=device)
+        biases.append(b)
+    return weights, biases
+
+
+def _grad_norm_cases(gen, *, device, dtype):
+    cases = []
+    for activation, sizes, nested in [("sigmoid", (4, 6, 6, 6, 6, 2), False), ("tanh", (3, 5, 5, 2), False),
+                                      ("relu", (4, 8, 6, 3), False), ("relu", (4, 5, 5, 5, 1), True),
+                                      ("leaky_relu", (2, 4, 3), False)]:
+        weights, biases = _mlp(gen, sizes, dtype=dtype, device=device)
+        X = randn(gen, 10, sizes[0], dtype=dtype, device=device)
+        y = randn(gen, 10, sizes[-1], dtype=dtype, device=device)
+        kind = "blocks of (Linear, activation)" if nested else "an nn.Sequential"
+        cases.append(Case(f"{activation} MLP {'-'.join(map(str, sizes))} as {kind} ({_dt(dtype)})", (),
+                          {"weights": weights, "biases": biases, "activation": activation, "nested": nested,
+                           "X": X, "y": y}, dtype))
+    return cases
+
+
+def _linears(net):
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+GRAD_NORMS = Check(
+    name="layer_grad_norms",
+    target="layer_grad_norms",
+    make_cases=_grad_norm_cases,
+    probe=ModelDiagnosticProbe("grad_norms"),
+    mistakes=(
+        Mistake("weight-norms-not-gradient-norms", "Take the norm of each weight's gradient (.weight.grad), "
+                "not of the weight itself.", lambda net: torch.stack([m.weight.norm() for m in _linears(net)])),
+        Mistake("biases-included", "One norm per nn.Linear layer, of its weight's gradient: "
+                "net.parameters() also yields the biases.",
+                lambda net: torch.stack([p.grad.norm() for p in net.parameters()])),
+        Mistake("squared-norm", "The L2 norm is the square root of the sum of squares.",
+                lambda net: torch.stack([(m.weight.grad ** 2).sum() for m in _linears(net)])),
+        Mistake("top-level-only", "Walk the whole model with net.modules(): iterating over net (its children) "
+                "misses layers nested inside blocks.",
+                lambda net: torch.stack([m.weight.grad.norm() for m in net.children() if isinstance(m, nn.Linear)])),
+        Mistake("mean-absolute-gradient", "Use the L2 norm of the whole gradient (sqrt of the sum of squares), "
+                "not the mean absolute value.",
+                lambda net: torch.stack([m.weight.grad.abs().mean() for m in _linears(net)])),
+    ),
+)
+
+
+def _dead_cases(gen, *, device, dtype):
+    cases = []
+    specs = [((3, 8, 6, 2), [[-4.0] * 3 + [0.0] * 5, [-3.0] * 2 + [0.0] * 4], False, 12),
+             ((4, 10, 1), [[-5.0] * 4 + [1.0] * 6], False, 16),
+             ((2, 6, 6, 6, 1), [[0.0] * 6, [-2.0] * 3 + [0.5] * 3, [-6.0] + [0.0] * 5], True, 9),
+             ((5, 7, 4, 3), [[-1.0] * 7, [-1.0] * 4], False, 20)]
+    for sizes, shifts, nested, n in specs:
+        weights, biases = _mlp(gen, sizes, dtype=dtype, device=device, bias_shift=shifts)
+        X = randn(gen, n, sizes[0], dtype=dtype, device=device)
+        kind = "blocks of (Linear, ReLU)" if nested else "an nn.Sequential"
+        cases.append(Case(f"ReLU MLP {'-'.join(map(str, sizes))} as {kind}, a batch of {n} ({_dt(dtype)})", (),
+                          {"weights": weights, "biases": biases, "activation": "relu", "nested": nested, "X": X},
+                          dtype))
+    return cases
+
+
+def _relu_outputs(net, X):
+    outs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outs.append(out)) for m in net.modules()
+             if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net(X)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outs
+
+
+def _dead_by(reduce):
+    return lambda net, X: torch.stack([reduce(out).to(X.dtype) for out in _relu_outputs(net, X)])
+
+
+DEAD_UNITS = Check(
+    name="dead_unit_fraction",
+    target="dead_unit_fraction",
+    make_cases=_dead_cases,
+    probe=ModelDiagnosticProbe("dead_units"),
+    dtypes=(torch.float32,),
+    mistakes=(
+        Mistake("wrong-dimension", "A unit is dead when its output is 0 for every example: reduce with "
+                ".all(dim=0) over the batch (dimension 0), then average over the units; .all(dim=1) asks "
+                "whether an example switched every unit off.",
+                _dead_by(lambda out: (out == 0).all(dim=1).to(out.dtype).mean())),
+        Mistake("inactive-on-some-example", "A unit that is 0 on some examples is only inactive there, not "
+                "dead; dead means 0 on every example: .all(dim=0), not .any(dim=0).",
+                _dead_by(lambda out: (out == 0).any(dim=0).to(out.dtype).mean())),
+        Mistake("fraction-of-zero-activations", "Count units, not activations: the fraction of zeros in the "
+                "output is its sparsity. A unit is dead when its column is 0 for every example.",
+                _dead_by(lambda out: (out == 0).to(out.dtype).mean())),
+        Mistake("count-not-fraction", "Divide the number of dead units by the number of units of the layer "
+                "(a fraction in [0, 1]).", _dead_by(lambda out: (out == 0).all(dim=0).to(out.dtype).sum())),
+        Mistake("one-fraction-for-all-layers", "Return one fraction per ReLU layer, in order: a (L,) tensor.",
+                lambda net, X: torch.cat([(out == 0).all(dim=0) for out in _relu_outputs(net, X)]).to(X.dtype)
+                .mean()),
+    ),
+)
+
+
+CHECKS = [SIGMOID, TANH, RELU, LEAKY_RELU, GELU, SOFTMAX, PRELU, SIGMOID_FUNCTION, RELU_FUNCTION, GRAD_NORMS,
+          DEAD_UNITS]

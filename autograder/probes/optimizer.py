@@ -58,6 +58,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+# torch.optim imports torch._dynamo (about 1.5 s) when the first optimizer is
+# made. Importing it here, with the chapter's checks, pays that once in the
+# runner's fork server instead of once in every sandboxed child.
+try:
+    import torch._dynamo  # noqa: F401
+except Exception:  # noqa: BLE001 - only a speed-up
+    pass
+
 # -- the problems: loss(params, data, k) -> scalar at step k (1-based) ------------------
 
 

@@ -686,9 +686,10 @@ SPARSE_ADAM = optimizer_check("SparseAdam", RefSparseAdam, [
 ))
 
 LBFGS = optimizer_check("LBFGS", RefLBFGS, [
-    setting("quadratic", steps=4, closure=True, lr=0.5, max_iter=4),
-    setting("least_squares", steps=3, closure=True, resume=2, lr=0.8, max_iter=5, history_size=2),
-    setting("logistic", steps=4, closure=True, unused=True, lr=1.0, max_iter=6, max_eval=3, history_size=3),
+    setting("quadratic", steps=3, closure=True, lr=0.5, max_iter=3),
+    setting("least_squares", steps=4, closure=True, resume=2, lr=0.5, max_iter=3, history_size=2),
+    setting("logistic", steps=4, closure=True, unused=True, lr=0.5, max_iter=6, max_eval=3, history_size=3),
+    setting("rosenbrock", steps=3, closure=True, lr=0.5, max_iter=4, history_size=2),
 ], (
     ("no-no-grad", H_NO_GRAD),
     ("closure-without-enable-grad", "step() runs under torch.no_grad(), so the closure must be called with "

@@ -60,4 +60,24 @@ def assert_full_marks(stem: str, check_name: str, impl) -> None:
     assert result.points == result.max_points, "\n".join(failures[:5])
 
 
+def assert_reference_equals_oracle(stem: str, check_name: str, oracle) -> None:
+    """Every case the grader uses (and its float64 twin), with `oracle` (torch) in the reference's place."""
+    from dataclasses import replace
+
+    from autograder.compare import compare_answers
+    from autograder.probes import run_probe
+
+    p = grader(stem).prepared[check_name]
+    ref_impl = reference(stem)[p.check.target]
+    check = replace(p.check, forbidden=())
+    for case in p.cases:
+        if case.shape_only:
+            continue
+        for c in (case, case.upcast()):
+            ours = run_probe(check, ref_impl, c)
+            theirs = run_probe(check, oracle, c)
+            assert not ours["error"] and not theirs["error"], (ours["error"], theirs["error"])
+            assert compare_answers(ours, theirs, case=c) is None, c.label
+
+
 ALL_STEMS = stems()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import (assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
+from tests.conftest import (assert_reference_equals_oracle, assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
                             mistakes_of, reference)
 
 STEM = "activations"
@@ -71,20 +71,7 @@ TORCH = {
 @pytest.mark.parametrize("name", [n for n in TORCH])
 def test_reference_equals_torch_on_every_case(name):
     """Oracle: every case the grader uses, with torch in the reference's place."""
-    from autograder.compare import compare_answers
-    from autograder.probes import run_probe
-
-    p = grader(STEM).prepared[name]
-    ref_impl = reference(STEM)[p.check.target]
-    oracle_check = type(p.check)(**{**p.check.__dict__, "forbidden": ()})
-    for case in p.cases:
-        if case.shape_only:
-            continue
-        for c in (case, case.upcast()):
-            ours = run_probe(oracle_check, ref_impl, c)
-            theirs = run_probe(oracle_check, TORCH[name], c)
-            assert not ours["error"] and not theirs["error"], (ours["error"], theirs["error"])
-            assert compare_answers(ours, theirs, case=c) is None, c.label
+    assert_reference_equals_oracle(STEM, name, TORCH[name])
 
 
 def _manual_forward(spec, X):

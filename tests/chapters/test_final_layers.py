@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import (assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
+from tests.conftest import (assert_reference_equals_oracle, assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
                             mistakes_of, reference)
 
 STEM = "final_layers"
@@ -67,20 +67,7 @@ ORACLE = {
 
 @pytest.mark.parametrize("name", checks_of(STEM))
 def test_reference_equals_the_oracle_on_every_case(name):
-    from autograder.compare import compare_answers
-    from autograder.probes import run_probe
-
-    p = grader(STEM).prepared[name]
-    ref_impl = reference(STEM)[p.check.target]
-    oracle_check = type(p.check)(**{**p.check.__dict__, "forbidden": ()})
-    for case in p.cases:
-        if case.shape_only:
-            continue
-        for c in (case, case.upcast()):
-            ours = run_probe(oracle_check, ref_impl, c)
-            theirs = run_probe(oracle_check, ORACLE[name], c)
-            assert not ours["error"] and not theirs["error"], (ours["error"], theirs["error"])
-            assert compare_answers(ours, theirs, case=c) is None, c.label
+    assert_reference_equals_oracle(STEM, name, ORACLE[name])
 
 
 def _value_and_grad(fn, x):

@@ -373,23 +373,3 @@ def test_dense_gradients_for_sparse_adam_must_raise():
     failed = [v for v in result.cases if not v.passed]
     assert failed and all("dense gradients" in v.message for v in failed)
     assert result.passed == result.total - len(failed) > 0
-
-
-@pytest.mark.parametrize("name", checks_of(STEM))
-def test_reference_in_float32_stays_far_inside_the_tolerance(name):
-    """K-step trajectories amplify rounding (LBFGS most): every float32 case of the
-    reference must use less than a tenth of its tolerance, so that a correct student
-    implementation with another order of operations keeps full marks."""
-    from autograder.tolerance import tolerance
-
-    p = grader(STEM).prepared[name]
-    impl = reference(STEM)[p.check.target]
-    for case, ref in zip(p.cases, p.reference):
-        if case.dtype != torch.float32:
-            continue
-        ours = run_probe(_unwatched(p.check), impl, case)
-        for key, want in ref["values"].items():
-            if isinstance(want, torch.Tensor) and want.is_floating_point():
-                rtol, atol = tolerance(case.dtype, numel=case.numel(), scale=float(want.abs().max()))
-                used = ((ours["values"][key].double() - want).abs() / (atol + rtol * want.abs())).max().item()
-                assert used < 0.1, (case.label, key, used)

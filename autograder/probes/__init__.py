@@ -11,7 +11,15 @@ A probe is any object with `run(impl, case, watch) -> dict`; it must call the
 graded code inside `with watch:` (when watch is not None) so forbidden calls
 are seen. One module per kind of graded object:
 
-    function.py   a function: output and input gradients
+    core.py               what every probe shares: call watching, run_probe, the wire format
+    function.py           a function: output and input gradients
+    module.py             an nn.Module class or a builder of one: parameters, forward, .to()
+    activation_module.py  an activation module with learnable parameters (PReLU)
+    autograd_function.py  a torch.autograd.Function: forward and its hand-written backward
+    optimizer.py          an optimizer class over K steps, and a training loop
+    model_diagnostic.py   a diagnostic function of a model the probe builds
+
+Chapters import the probe classes from their modules directly.
 """
 from autograder.probes.core import (NOT_DIFFERENTIABLE, from_bytes, grad_weights, run_probe, to_bytes,
                                     to_wire)

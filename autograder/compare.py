@@ -26,6 +26,23 @@ class CaseVerdict:
     message: str = ""  # what went wrong, for the student
     mistake: str | None = None  # the matched known mistake's name
     hint: str | None = None
+    # the first differing output, in short (for feedback); None when it did not get that far
+    output: str | None = None
+    expected: str | None = None
+    got: str | None = None
+
+
+class Difference(str):
+    """What differs, in words (a plain str for every caller), with its parts kept for feedback."""
+
+    output: str
+    expected: str
+    got: str
+
+    def __new__(cls, key: str, expected: str, got: str, detail: str = "") -> "Difference":
+        self = super().__new__(cls, f"{key}: expected {expected}, got {got}" + (f". {detail}" if detail else ""))
+        self.output, self.expected, self.got = key, expected, got
+        return self
 
 
 def _fmt(t: torch.Tensor, limit: int = 6) -> str:
@@ -45,12 +62,12 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
             return (f"{key}: your output is not differentiable with respect to it "
                     "(was it computed with .item(), numpy, .detach() or a new tensor?)")
         if type(got) is not torch.Tensor:
-            return f"{key}: expected a tensor, got {type(got).__name__} {str(got)[:80]}"
+            return Difference(key, "a tensor", f"{type(got).__name__} {str(got)[:80]}")
         if got.shape != want.shape:
-            return f"{key}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+            return Difference(key, f"shape {tuple(want.shape)}", f"{tuple(got.shape)}")
         expected_dtype = case.dtype if want.is_floating_point() and case.dtype.is_floating_point else want.dtype
         if got.dtype != expected_dtype:
-            return f"{key}: expected dtype {expected_dtype}, got {got.dtype}"
+            return Difference(key, f"dtype {expected_dtype}", f"{got.dtype}")
         if want_device is not None and got_device != want_device:
             return (f"{key}: expected it on device {want_device} (the inputs' device), "
                     f"got {got_device}")
@@ -70,16 +87,16 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
                                        check_device=False)
         except AssertionError as exc:
             detail = " ".join(str(exc).split("\n")[1:4]).strip()
-            return f"{key}: expected {_fmt(want)}, got {_fmt(got)}. {detail}"
+            return Difference(key, _fmt(want), _fmt(got), detail)
         return None
     if isinstance(want, float):
         if not isinstance(got, (int, float)) or isinstance(got, bool):
-            return f"{key}: expected a number, got {type(got).__name__}"
+            return Difference(key, "a number", type(got).__name__)
         if not (abs(got - want) <= 1e-6 * max(1.0, abs(want)) or (got != got and want != want)):
-            return f"{key}: expected {want:.6g}, got {got:.6g}"
+            return Difference(key, f"{want:.6g}", f"{got:.6g}")
         return None
     if got != want or type(got) is not type(want):
-        return f"{key}: expected {want!r}, got {got!r}"
+        return Difference(key, repr(want)[:200], repr(got)[:200])
     return None
 
 
@@ -128,9 +145,11 @@ def decide_case(case: Case, student: dict, reference: dict,
     problem = compare_answers(student, reference, case=case)
     if problem is None:
         return CaseVerdict(case.label, True)
+    parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
+             if isinstance(problem, Difference) else {})
     for mistake, answer in mistakes:
         if answer.get("error") or case.shape_only:
             continue
         if compare_answers(student, answer, case=case) is None:
-            return CaseVerdict(case.label, False, problem, mistake=mistake.name, hint=mistake.hint)
-    return CaseVerdict(case.label, False, problem)
+            return CaseVerdict(case.label, False, str(problem), mistake=mistake.name, hint=mistake.hint, **parts)
+    return CaseVerdict(case.label, False, str(problem), **parts)

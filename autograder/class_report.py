@@ -1,0 +1,200 @@
+"""The instructor's class report: OUT/report.html, one self-contained page.
+
+For every assignment graded into OUT: the score distribution, each check's
+pass rate, the most frequent known mistakes (what to re-teach), the
+submissions that errored, crashed or timed out, the notebooks that could not
+be read, and every student's score with a link to their feedback. Plots are
+matplotlib figures embedded as base64 PNG; the CSS is inline, so the file
+can be mailed or opened from anywhere.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import statistics
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autograder.report import view_check
+from autograder.results import PROBLEM_KINDS, SubmissionResult, atomic_write, load_submissions
+
+TOP_MISTAKES = 15
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem; margin: 1.5rem auto;
+       padding: 0 1rem; color: #1f2328; line-height: 1.4; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.3rem; margin-top: 2rem;
+       border-bottom: 1px solid #d0d7de; } h3 { font-size: 1.05rem; margin: 1.2rem 0 .3rem; }
+.stats { display: flex; gap: 1.2rem; flex-wrap: wrap; margin: .6rem 0; }
+.stat { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: .4rem .8rem; }
+.stat b { display: block; font-size: 1.3rem; }
+.plots { display: flex; gap: 1rem; flex-wrap: wrap; } .plots img { max-width: 100%; border: 1px solid #d0d7de; }
+table { border-collapse: collapse; margin: .4rem 0; font-size: .92rem; }
+td, th { padding: .2rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .88rem; }
+.kind { font-weight: 600; } .timeout, .crash, .unreadable, .missing { color: #cf222e; } .error { color: #9a6700; }
+.none { color: #57606a; }
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _png(fig) -> str:
+    """An <img> with the figure as a base64 PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{_e(fig.axes[0].get_title())}" src="data:image/png;base64,{data}">'
+
+
+def score_histogram(stem: str, results: list[SubmissionResult]) -> str:
+    from matplotlib.figure import Figure
+
+    max_score = max((r.max_score for r in results), default=0) or 1
+    fig = Figure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    bins = [max_score * k / 10 for k in range(11)]
+    ax.hist([r.score for r in results], bins=bins, color="#0969da", edgecolor="white")
+    ax.set_xlim(0, max_score)
+    ax.set_xlabel(f"score (out of {max_score:g})")
+    ax.set_ylabel("students")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"{stem}: score distribution ({len(results)} students)")
+    return _png(fig)
+
+
+def pass_rate_chart(stem: str, rates: list[tuple[str, float]]) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 0.45 * len(rates) + 1.2))
+    ax = fig.add_subplot()
+    names = [n for n, _ in rates][::-1]
+    values = [100 * r for _, r in rates][::-1]
+    colors = ["#1a7f37" if v >= 80 else "#9a6700" if v >= 50 else "#cf222e" for v in values]
+    ax.barh(names, values, color=colors)
+    for y, v in enumerate(values):
+        ax.text(min(v + 1, 88), y, f"{v:.0f}%", va="center", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("students with full points on the check (%)")
+    ax.set_title(f"{stem}: pass rate per check")
+    return _png(fig)
+
+
+def mistakes_chart(stem: str, mistakes: list[tuple[str, str, str, int]]) -> str:
+    from matplotlib.figure import Figure
+
+    top = mistakes[:10][::-1]
+    fig = Figure(figsize=(5.6, 0.45 * len(top) + 1.2))
+    ax = fig.add_subplot()
+    ax.barh([f"{c}: {m}" for c, m, _, _ in top], [n for *_, n in top], color="#8250df")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("students")
+    ax.set_title(f"{stem}: most frequent known mistakes")
+    return _png(fig)
+
+
+def summarize(results: list[SubmissionResult]) -> dict:
+    """The numbers behind one assignment's section (also handy for tests)."""
+    checks: dict[str, list] = defaultdict(list)
+    mistakes: Counter = Counter()
+    hints: dict[tuple[str, str], str] = {}
+    troubles: list[tuple[str, str, str]] = []
+    for r in results:
+        for c in r.checks:
+            checks[c.name].append(c)
+            for mistake, hint, _ in view_check(c).mistakes:
+                mistakes[(c.name, mistake)] += 1
+                hints[(c.name, mistake)] = hint
+        for kind, what in r.troubles():
+            troubles.append((r.student_id, kind, what))
+    order = list(PROBLEM_KINDS)
+    troubles.sort(key=lambda t: (order.index(t[1]), t[0]))
+    return {
+        "pass_rates": [(name, sum(c.points == c.max_points for c in cs) / len(cs)) for name, cs in checks.items()],
+        "mean_points": {name: statistics.fmean(c.points for c in cs) for name, cs in checks.items()},
+        "max_points": {name: cs[0].max_points for name, cs in checks.items()},
+        "mistakes": [(check, m, hints[(check, m)], n) for (check, m), n in mistakes.most_common()],
+        "troubles": troubles,
+    }
+
+
+def _section(stem: str, results: list[SubmissionResult]) -> str:
+    s = summarize(results)
+    scores = [r.score for r in results]
+    max_score = max((r.max_score for r in results), default=0)
+    graded = sum(r.status == "graded" for r in results)
+    out = [f'<h2 id="{_e(stem)}">{_e(stem)}</h2>', '<div class="stats">']
+    for label, value in (("students", len(results)), ("graded", graded), ("not readable or missing", len(results) - graded),
+                         ("mean", f"{statistics.fmean(scores):.1f} / {max_score:g}"),
+                         ("median", f"{statistics.median(scores):g} / {max_score:g}"),
+                         ("full marks", sum(r.score == r.max_score for r in results))):
+        out.append(f'<div class="stat"><b>{_e(value)}</b>{_e(label)}</div>')
+    out.append("</div>")
+    plots = [score_histogram(stem, results), pass_rate_chart(stem, s["pass_rates"])]
+    if s["mistakes"]:
+        plots.append(mistakes_chart(stem, s["mistakes"]))
+    out.append('<div class="plots">' + "".join(plots) + "</div>")
+
+    out.append("<h3>Checks</h3><table><tr><th>check</th><th>pass rate</th><th>mean points</th></tr>")
+    for name, rate in s["pass_rates"]:
+        out.append(f'<tr><td><code>{_e(name)}</code></td><td class="num">{100 * rate:.0f}%</td>'
+                   f'<td class="num">{s["mean_points"][name]:.2f} / {s["max_points"][name]:g}</td></tr>')
+    out.append("</table>")
+
+    out.append("<h3>Most frequent known mistakes: what to re-teach</h3>")
+    if s["mistakes"]:
+        out.append("<table><tr><th>students</th><th>check</th><th>mistake</th><th>hint the students got</th></tr>")
+        for check, mistake, hint, n in s["mistakes"][:TOP_MISTAKES]:
+            out.append(f'<tr><td class="num">{n}</td><td><code>{_e(check)}</code></td><td>{_e(mistake)}</td>'
+                       f"<td>{_e(hint)}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append('<p class="none">No known mistake was matched.</p>')
+
+    out.append("<h3>Submissions that errored, crashed or timed out; notebooks that could not be read</h3>")
+    if s["troubles"]:
+        out.append("<table><tr><th>student</th><th>what</th><th>details</th></tr>")
+        for student, kind, what in s["troubles"]:
+            out.append(f'<tr><td>{_e(student)}</td><td class="kind {kind}">{_e(PROBLEM_KINDS[kind])}</td>'
+                       f"<td><code>{_e(what[:400])}</code></td></tr>")
+        out.append("</table>")
+    else:
+        out.append('<p class="none">Every notebook was read and ran without errors.</p>')
+
+    out.append("<h3>Students</h3><table><tr><th>student</th><th>score</th><th>status</th><th>feedback</th></tr>")
+    for r in sorted(results, key=lambda r: r.student_id):
+        link = f"feedback/{r.student_id}/{stem}.html"
+        out.append(f'<tr><td>{_e(r.student_id)}</td><td class="num">{r.score:g} / {r.max_score:g}</td>'
+                   f'<td>{_e(r.status)}</td><td><a href="{_e(link)}">{_e(link)}</a></td></tr>')
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def render_report(results: list[SubmissionResult]) -> str:
+    by_stem: dict[str, list[SubmissionResult]] = defaultdict(list)
+    for r in results:
+        by_stem[r.assignment].append(r)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    toc = " · ".join(f'<a href="#{_e(s)}">{_e(s)}</a>' for s in sorted(by_stem))
+    body = "\n".join(_section(s, by_stem[s]) for s in sorted(by_stem)) or "<p>No results.</p>"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Class report</title>"
+            f"<style>{CSS}</style></head><body>\n<h1>Class report</h1>"
+            f'<p class="none">{len({r.student_id for r in results})} students, {len(by_stem)} assignment(s): '
+            f"{toc}. Built {stamp} from the results of <code>python -m autograder grade</code>.</p>\n"
+            f"{body}\n</body></html>\n")
+
+
+def write_report(out: Path, results: list[SubmissionResult] | None = None) -> Path:
+    """OUT/report.html from `results` (default: every result under OUT/results)."""
+    results = load_submissions(out) if results is None else results
+    path = Path(out) / "report.html"
+    atomic_write(path, render_report(results))
+    return path

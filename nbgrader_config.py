@@ -18,10 +18,13 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ExecutePreprocessor.timeout = 120
 
 # Feedback must not show hidden tests: nbgrader's default feedback shows them
-# verbatim. ClearHiddenTests removes them from the autograded notebook before
-# it is rendered; the check cells print their own student-facing report.
+# verbatim. ClearHiddenTests removes them from the autograded notebook's
+# sources before it is rendered, and ClearHiddenTracebacks (before it) removes
+# them from tracebacks: a failing visible test's traceback quotes the lines
+# after it, the hidden ones too. The check cells print their own report.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "autograder.gradebook.ClearHiddenTracebacks",
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -17,7 +17,59 @@ def _grade(args) -> int:
     problems = sum(1 for r in results if r.status != "graded")
     print(f"graded {total} submissions of {args.stem}; {problems} could not be graded; "
           f"results in {Path(args.out) / 'grades.csv'}")
+    return _instructor_outputs(args, results)
+
+
+def _instructor_outputs(args, results) -> int:
+    """Feedback for `results`, then the class report and LMS CSV from every result in OUT; the gradebook if asked."""
+    from autograder.class_report import write_report
+    from autograder.feedback import write_all_feedback
+    from autograder.results import write_lms_csv
+
+    out = Path(args.out)
+    n = write_all_feedback(out, results)
+    print(f"feedback for {n} students in {out / 'feedback'}; class report {write_report(out)}; "
+          f"LMS grades {write_lms_csv(out)}")
+    if not args.gradebook:
+        return 0
+    from autograder.gradebook import GradebookError, resolve_db_url, write_gradebook
+
+    course = Path(args.course) if args.course else None
+    if course is None:
+        from autograder.course import course_root
+
+        course = course_root()
+    db_url = resolve_db_url(args.gradebook, course)
+    try:
+        counts = write_gradebook(results, db_url=db_url, course=course,
+                                 submissions=Path(args.submissions) if args.submissions else None)
+    except GradebookError as exc:
+        print(f"gradebook not written: {exc}", file=sys.stderr)
+        return 1
+    print(f"gradebook {db_url}: {counts['grades']} grades of {len(results)} submissions "
+          f"({counts['students_added']} students and {counts['submissions_added']} submissions added); "
+          f"autograded notebooks in {counts['autograded']}")
     return 0
+
+
+def _report(args) -> int:
+    from autograder.results import load_submissions, write_grades_csv
+
+    if args.gradebook and not args.submissions:
+        raise SystemExit("report --gradebook needs --submissions (the autograded notebooks start from them)")
+    results = load_submissions(Path(args.out), args.stem)
+    if not results:
+        raise SystemExit(f"no results under {Path(args.out) / 'results'}: run `python -m autograder grade` first")
+    write_grades_csv(Path(args.out))
+    return _instructor_outputs(args, results)
+
+
+def _add_instructor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gradebook", default=None, metavar="DB",
+                   help="also write the scores into nbgrader's gradebook: a file, a database URL, or `auto` "
+                        "(the course's nbgrader_config.py db_url); with the autograded notebooks for "
+                        "formgrader and `nbgrader generate_feedback`")
+    p.add_argument("--course", default=None, help="the nbgrader course folder (default: this course's root)")
 
 
 def _release(args) -> int:
@@ -44,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check-timeout", type=float, default=60.0, help="wall-clock seconds for one check")
     g.add_argument("--no-sandbox", action="store_true",
                    help="run submissions in this process (trusted code only; for debugging)")
+    _add_instructor_options(g)
     g.set_defaults(func=_grade)
+
+    rp = sub.add_parser("report", help="rebuild grades.csv, feedback, report.html and lms_grades.csv from OUT/results "
+                                       "(e.g. after shards); optionally write the gradebook")
+    rp.add_argument("--out", required=True, help="the folder `grade --out` wrote")
+    rp.add_argument("--stem", default=None, help="only this assignment's feedback and gradebook (default: all)")
+    rp.add_argument("--submissions", default=None, help="the submissions folder (needed with --gradebook)")
+    _add_instructor_options(rp)
+    rp.set_defaults(func=_report)
 
     r = sub.add_parser("release", help="regenerate exercises/ from solutions/ with nbgrader")
     r.add_argument("stems", nargs="*", help="chapters to release (default: all)")

@@ -123,7 +123,8 @@ def render_check(result: CheckResult, *, ran: bool = True) -> str:
     return "\n".join(lines)
 
 
-def render_submission(result: SubmissionResult) -> str:
+def render_header(result: SubmissionResult) -> str:
+    """Who, the score, and the problems of the run, each explained."""
     lines = [f"{result.assignment}: feedback for {result.student_id}",
              f"Score: {result.score:g}/{result.max_score:g} points"]
     if result.notebook:
@@ -136,7 +137,11 @@ def render_submission(result: SubmissionResult) -> str:
             advice = explain(p)
             if advice:
                 lines.append(f"    What this means: {advice}")
-    lines.append("")
+    return "\n".join(lines)
+
+
+def render_submission(result: SubmissionResult) -> str:
+    lines = [render_header(result), ""]
     if result.status != "graded":
         lines.append("Nothing in the notebook could be run, so every check scores 0:")
     lines.extend(render_check(c, ran=result.status == "graded") + "\n" for c in result.checks)

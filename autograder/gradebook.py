@@ -1,0 +1,327 @@
+"""Write the runner's results into nbgrader's gradebook, as `nbgrader autograde` would.
+
+For each graded student, through nbgrader's own API (`nbgrader.api.Gradebook`):
+
+- the assignment, its notebook and its grade/solution cells are created when
+  the database lacks them, by nbgrader's `generate_assignment` on the source
+  notebook (the same step that normally creates them);
+- the student is added when missing, and the submission is created or updated
+  (`update_or_create_submission`, with the timestamp `nbgrader collect` left);
+- every grade cell (`check_<name>`) gets `auto_score` = the check's points;
+  a solution cell left as released gets the auto comment "No response.";
+- the autograded notebook is written to the course's
+  `autograded/<student>/<stem>/<stem>.ipynb`, which formgrader shows and
+  `nbgrader generate_feedback` renders: the student's notebook with every
+  locked cell restored from the release, a missing check cell put back, and
+  each check cell's output being the runner's report for that check.
+
+Regrading updates the same rows (one submission per student and assignment,
+one grade per cell), never adds new ones, and keeps manual scores: a cell with
+a manual score is flagged for review, as nbgrader does.
+
+The check cells in the autograded notebook come from the *release* notebook,
+so they hold no hidden test at all: feedback generated from them cannot show
+one even without ClearHiddenTests.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
+
+from autograder.report import render_check, render_header
+from autograder.results import SubmissionResult, atomic_write
+
+
+# A traceback line that quotes a cell's source: an optional arrow, the line number, the line.
+_QUOTED_LINE = re.compile(r"^\s*(?:-*>\s*)?(\d+)\s(.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def hidden_line_numbers(source: str) -> dict[int, str]:
+    """{line number (from 1): stripped text} of a cell's hidden-test block, markers included."""
+    hidden, inside = {}, False
+    for n, line in enumerate(source.splitlines(), 1):
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        if inside:
+            hidden[n] = line.strip()
+        if "END HIDDEN TESTS" in line:
+            inside = False
+    return hidden
+
+
+def scrub_traceback(lines: list[str], hidden: dict[int, str]) -> list[str]:
+    """The traceback without the lines that quote a hidden line (IPython quotes lines around the failing one)."""
+    out = []
+    for frame in lines:
+        kept = []
+        for line in frame.split("\n"):
+            m = _QUOTED_LINE.match(_ANSI.sub("", line))
+            if m and hidden.get(int(m.group(1))) == m.group(2).strip():
+                continue
+            kept.append(line)
+        out.append("\n".join(kept))
+    return out
+
+
+class ClearHiddenTracebacks(Preprocessor):
+    """nbconvert preprocessor for `nbgrader generate_feedback`, to run before ClearHiddenTests.
+
+    ClearHiddenTests removes hidden tests from a cell's source, but a failing
+    visible test's traceback quotes the lines around it, hidden ones included:
+    this removes every quoted hidden line from the cell's error outputs.
+    """
+
+    enabled = Bool(True).tag(config=True)  # nbconvert's preprocessors are off unless enabled
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.get("cell_type") == "code":
+            hidden = hidden_line_numbers(cell.get("source", ""))
+            if hidden:
+                for output in cell.get("outputs", []):
+                    if output.get("output_type") == "error":
+                        output["traceback"] = scrub_traceback(output.get("traceback", []), hidden)
+        return cell, resources
+
+
+class GradebookError(Exception):
+    """The gradebook cannot take these results; the message says what to do."""
+
+
+def course_directory(course: Path):
+    """nbgrader's CourseDirectory for the course at `course`, configured by its nbgrader_config.py."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course = Path(course).resolve()
+    config = Config()
+    if (course / "nbgrader_config.py").is_file():
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    if "root" not in config.CourseDirectory:
+        config.CourseDirectory.root = str(course)
+    return CourseDirectory(config=config)
+
+
+def resolve_db_url(spec: str, course: Path) -> str:
+    """`auto`: the course's configured gradebook; a URL (sqlite:///..., postgresql://...); else a file path."""
+    if spec == "auto":
+        return course_directory(course).db_url
+    if "://" in spec:
+        return spec
+    return "sqlite:///" + str(Path(spec).resolve())
+
+
+def open_gradebook(db_url: str):
+    """nbgrader's Gradebook; it runs `alembic` from PATH, so this interpreter's bin/ goes on PATH first."""
+    from nbgrader.api import Gradebook
+
+    if shutil.which("alembic") is None:
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return Gradebook(db_url)
+
+
+def _sqlite_path(db_url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(db_url[len(prefix):]) if db_url.startswith(prefix) else None
+
+
+def ensure_assignment(db_url: str, stem: str, coursedir, check_ids: list[str]):
+    """Make sure the gradebook knows the assignment and its cells; return the release notebook (nbformat)."""
+    import nbformat
+    from nbgrader.api import MissingEntry
+
+    from autograder.release import generate
+
+    release = Path(coursedir.format_path(coursedir.release_directory, ".", stem)) / f"{stem}.ipynb"
+    with open_gradebook(db_url) as gb:
+        try:
+            known = {c.name for c in gb.find_notebook(stem, stem).grade_cells}
+        except MissingEntry:
+            known = None
+    if known is not None and release.is_file():
+        notebook = nbformat.read(str(release), as_version=4)
+    else:
+        db = _sqlite_path(db_url)
+        if known is None and db is None:
+            raise GradebookError(f"the gradebook {db_url} has no assignment {stem!r}: "
+                                 f"run `nbgrader generate_assignment {stem}` for it first")
+        with tempfile.TemporaryDirectory(prefix="autograder-release-") as tmp:
+            # generate_assignment records the assignment and its cells in the gradebook when it lacks
+            # them, and writes the release notebook (here into a scratch folder).
+            made = generate(stem, release_dir=Path(tmp), root=Path(coursedir.root),
+                            db=db if known is None else Path(tmp) / "scratch.db")
+            notebook = nbformat.read(str(made), as_version=4)
+        with open_gradebook(db_url) as gb:
+            known = {c.name for c in gb.find_notebook(stem, stem).grade_cells}
+    missing = [g for g in check_ids if g not in known]
+    if missing:
+        raise GradebookError(f"the gradebook's {stem} has no grade cells {missing}: its source notebook changed "
+                             f"since `nbgrader generate_assignment {stem}`; run it again (with --force)")
+    return notebook
+
+
+def _nbgrader_meta(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _read_notebook(path: Path | None):
+    import nbformat
+
+    if path is None:
+        return None
+    try:
+        nb = nbformat.reads(path.read_text(encoding="utf-8", errors="replace"), as_version=4)
+        nbformat.validate(nb)
+        return nb
+    except Exception:  # noqa: BLE001 - any unreadable or invalid notebook: start from the release
+        return None
+
+
+def autograded_notebook(result: SubmissionResult, submitted: Path | None, rel):
+    """The notebook `nbgrader autograde` would leave, with the runner's report as each check cell's output.
+
+    `rel` is the release notebook: it gives every cell's nbgrader metadata, the locked cells' source,
+    and the whole notebook when the submission cannot be read.
+    """
+    import nbformat
+    released = {_nbgrader_meta(c).get("grade_id"): c for c in rel.cells if _nbgrader_meta(c).get("grade_id")}
+    order = [_nbgrader_meta(c)["grade_id"] for c in rel.cells if _nbgrader_meta(c).get("grade_id")]
+    student = _read_notebook(submitted)
+    nb = student if student is not None else copy.deepcopy(rel)
+    nb.metadata["kernelspec"] = rel.metadata.get("kernelspec", nb.metadata.get("kernelspec", {}))
+
+    seen: set[str] = set()
+    cells = []
+    for cell in nb.cells:
+        gid = _nbgrader_meta(cell).get("grade_id")
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        if gid in released and gid not in seen:
+            seen.add(gid)
+            src = released[gid]
+            # the release's metadata, whatever the student did to theirs; locked cells as released
+            cell.metadata["nbgrader"] = copy.deepcopy(src.metadata["nbgrader"])
+            if src.metadata["nbgrader"].get("locked") or src.cell_type != cell.cell_type:
+                fixed = copy.deepcopy(src)
+                fixed.metadata = cell.metadata
+                cell = fixed
+        elif "nbgrader" in cell.get("metadata", {}):
+            del cell.metadata["nbgrader"]  # unknown or duplicate id: an ordinary cell
+        cells.append(cell)
+    # put back deleted grade cells, after the last cell that precedes them in the release
+    for k, gid in enumerate(order):
+        if gid in seen or not released[gid].metadata["nbgrader"].get("grade"):
+            continue
+        back = copy.deepcopy(released[gid])
+        note = f"This cell ({gid}) was missing from the submission; the grader put it back.\n"
+        back.source = ("# " + note if back.cell_type == "code" else note + "\n") + back.source
+        before = set(order[:k])
+        at = max((i for i, c in enumerate(cells) if _nbgrader_meta(c).get("grade_id") in before), default=-1)
+        cells.insert(at + 1, back)
+        seen.add(gid)
+
+    by_id = {c.grade_id: c for c in result.checks}
+    ran = result.status == "graded"
+    for cell in cells:
+        check = by_id.get(_nbgrader_meta(cell).get("grade_id"))
+        if check is not None and cell.cell_type == "code":
+            cell.outputs = [
+                nbformat.v4.new_output("stream", name="stdout", text=render_check(check, ran=ran) + "\n"),
+                nbformat.v4.new_output("execute_result", data={"text/plain": f"{check.points:g}"}, execution_count=1),
+            ]
+    summary = render_header(result).replace("```", "'''")
+    header = nbformat.v4.new_markdown_cell(
+        f"**Graded by `python -m autograder grade`.**\n\n```\n{summary}\n```\n"
+        + ("\nThe submission could not be read as a notebook, so this is the released notebook; "
+           "the scores are those of what was submitted.\n" if student is None else ""))
+    header.metadata = {}
+    nb.cells = [header, *cells]
+    return nb
+
+
+def _solution_unchanged(nb, gid: str) -> bool:
+    from nbgrader import utils
+
+    for cell in nb.cells:
+        meta = _nbgrader_meta(cell)
+        if meta.get("grade_id") == gid:
+            return meta.get("checksum") is not None and meta["checksum"] == utils.compute_checksum(cell)
+    return False
+
+
+def write_gradebook(results: list[SubmissionResult], *, db_url: str, course: Path,
+                    submissions: Path | None = None) -> dict:
+    """Record `results` (one assignment or several) in the gradebook and write the autograded notebooks.
+
+    Returns counts (students added, submissions added, grades written) and where the autograded
+    notebooks went.
+    """
+    coursedir = course_directory(course)
+    counts = {"students_added": 0, "submissions_added": 0, "grades": 0}
+    by_stem: dict[str, list[SubmissionResult]] = {}
+    for r in results:
+        by_stem.setdefault(r.assignment, []).append(r)
+    for stem, rs in sorted(by_stem.items()):
+        check_ids = sorted({c.grade_id for r in rs for c in r.checks})
+        release = ensure_assignment(db_url, stem, coursedir, check_ids)
+        with open_gradebook(db_url) as gb, warnings.catch_warnings():
+            # nbgrader's add_submission makes SQLAlchemy warn (as under `nbgrader autograde`); nothing is lost
+            warnings.filterwarnings("ignore", message=r".*not in session.*")
+            solution_ids = [c.name for c in gb.find_notebook(stem, stem).solution_cells]
+            for r in sorted(rs, key=lambda r: r.student_id):
+                _record(gb, r, coursedir, release, solution_ids, submissions, counts)
+    counts["autograded"] = coursedir.format_path(coursedir.autograded_directory, "*", "*")
+    return counts
+
+
+def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str],
+            submissions: Path | None, counts: dict) -> None:
+    """One student's submission, grades and comments in the gradebook; their autograded notebook on disk."""
+    import nbformat
+    from nbgrader.api import MissingEntry
+
+    stem = r.assignment
+    folder = Path(submissions) / r.student_id / stem if submissions else None
+    submitted = folder / r.notebook if folder is not None and r.notebook else None
+    try:
+        gb.find_student(r.student_id)
+    except MissingEntry:
+        gb.add_student(r.student_id)
+        counts["students_added"] += 1
+    try:
+        gb.find_submission(stem, r.student_id)
+    except MissingEntry:
+        counts["submissions_added"] += 1
+    stamp = coursedir.get_existing_timestamp(str(folder)) if folder is not None else None
+    gb.update_or_create_submission(stem, r.student_id, **({"timestamp": stamp} if stamp else {}))
+    nb = autograded_notebook(r, submitted if submitted and submitted.is_file() else None, release)
+    for check in r.checks:
+        grade = gb.find_grade(check.grade_id, stem, stem, r.student_id)
+        grade.auto_score = check.points
+        grade.needs_manual_grade = grade.manual_score is not None  # a grader's score stays; flag for review
+        counts["grades"] += 1
+    for gid in solution_ids:
+        comment = gb.find_comment(gid, stem, stem, r.student_id)
+        comment.auto_comment = "No response." if _solution_unchanged(nb, gid) else None
+    gb.db.commit()
+    dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
+    atomic_write(dest, nbformat.writes(nb))
+
+
+def gradebook_scores(db_url: str, stem: str) -> dict[str, dict[str, float]]:
+    """{student: {grade cell: score}} as nbgrader reads them back."""
+    with open_gradebook(db_url) as gb:
+        return {sub.student.id: {g.name: g.score for g in gb.find_submission_notebook(stem, stem, sub.student.id).grades}
+                for sub in gb.assignment_submissions(stem)}
+

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STEMS := $(shell $(PYTHON) -c "import re;print(' '.join(re.findall(r'book/(\w+)', open('_toc.yml').read())))" 2>/dev/null)
 
-.PHONY: book test release grade bench venv clean
+.PHONY: book test chromium release grade bench venv clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,16 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 ## Run the whole test suite.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+## The browser tests drive the system's Chromium: installed with apt-get when missing and we are root;
+## otherwise those tests are skipped with a message saying how to install it.
+chromium:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "Chromium is missing, so the browser tests will be skipped: sudo apt-get install -y chromium"; fi
 
 ## Regenerate exercises/ from solutions/ with nbgrader (outputs cleared, ids stable).
 release: $(STAMP)

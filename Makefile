@@ -27,7 +27,7 @@ test: $(STAMP) chromium
 ## The browser tests drive the system's Chromium: installed with apt-get when missing and we are root;
 ## otherwise those tests are skipped with a message saying how to install it.
 chromium:
-	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || \
+	@test -x "$${CHROMIUM:-/usr/bin/chromium}" || command -v chromium >/dev/null 2>&1 || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "Chromium is missing, so the browser tests will be skipped: sudo apt-get install -y chromium"; fi

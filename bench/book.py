@@ -1,0 +1,84 @@
+"""Book build times: cold, then after a prose-only edit, whose chapter code must come from the cache,
+then a full rebuild that keeps only the execution cache (what CI does with actions/cache).
+
+Runs in a temporary copy of the repository (the files git tracks, and a link
+to .venv), so the working tree's _build, which tests read, is left alone.
+Prints both times and the ratio cached / cold. Timings on a machine shared
+with other jobs are noisy: the load average is printed with them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autograder.course import course_root
+
+PROSE_EDIT = "\n\nThis sentence was added by the book benchmark to time a prose-only rebuild.\n"
+
+
+def copy_tracked(root: Path, dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, files.split("\0")):
+        src = root / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / ".venv").symlink_to(root / ".venv")
+
+
+def build(book: Path) -> tuple[float, str]:
+    jb = Path(sys.executable).parent / "jupyter-book"
+    start = time.perf_counter()
+    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going"], cwd=book,
+                          capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed in {book}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stdout + proc.stderr
+
+
+def executed(log: str) -> str:
+    """How many notebooks myst-nb executed, and how many it took from its cache."""
+    return f"{log.count('Executed notebook in')} executed, {log.count('Using cached notebook')} from the cache"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench book", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy and print its path")
+    args = parser.parse_args(argv)
+    root = course_root()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-book-"))
+    try:
+        copy_tracked(root, tmp)
+        load = os.getloadavg()[0]
+        cold, cold_log = build(tmp)
+        chapter = tmp / "book" / "tensors.md"
+        chapter.write_text(chapter.read_text() + PROSE_EDIT)
+        cached, cached_log = build(tmp)
+        if PROSE_EDIT.strip() not in (tmp / "_build" / "html" / "book" / "tensors.html").read_text():
+            raise RuntimeError("the prose edit is not in the rebuilt page")
+        print(f"cold build:                {cold:7.1f} s  ({executed(cold_log)}; load {load:.1f})")
+        print(f"after a prose-only edit:   {cached:7.1f} s  ({executed(cached_log)}; "
+              f"load {os.getloadavg()[0]:.1f})")
+        print(f"ratio cached / cold:       {cached / cold:7.3f}")
+        # As in CI, which restores only the execution cache: every page is read again, no code runs.
+        for name in ("html", ".doctrees", "jupyter_execute"):
+            shutil.rmtree(tmp / "_build" / name)
+        fresh, fresh_log = build(tmp)
+        print(f"full rebuild, cache only:  {fresh:7.1f} s  ({executed(fresh_log)}; ratio to cold {fresh / cold:.3f})")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

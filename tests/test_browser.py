@@ -105,12 +105,13 @@ class Visit:
         self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}"))
         self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
 
-    def open(self, path: str):
+    def open(self, path: str, idle: bool = True):
         self.page.goto(f"{self.site}/{path}", wait_until="load")
-        self.settle()
+        self.settle(idle)
 
-    def settle(self):
-        self.page.wait_for_load_state("networkidle")
+    def settle(self, idle: bool = True):
+        """Wait for the page (and, with idle, for half a second without requests, to catch late ones)."""
+        self.page.wait_for_load_state("networkidle" if idle else "load")
         # MathJax typesets after load; wait for it where a page loads it.
         self.page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
 
@@ -157,14 +158,16 @@ def test_next_links_walk_the_book_in_toc_order_and_prev_links_walk_back(visit):
     visit.open("index.html")  # a redirect to the root page
     seen = [visit.path()]
     while visit.page.locator("a.right-next").count():
-        visit.page.locator("a.right-next").first.click()
-        visit.settle()
+        with visit.page.expect_navigation():
+            visit.page.locator("a.right-next").first.click()
+        visit.settle(idle=False)
         seen.append(visit.path())
     assert seen == [f"{p}.html" for p in PAGES]
     back = [visit.path()]
     while visit.page.locator("a.left-prev").count():
-        visit.page.locator("a.left-prev").first.click()
-        visit.settle()
+        with visit.page.expect_navigation():
+            visit.page.locator("a.left-prev").first.click()
+        visit.settle(idle=False)
         back.append(visit.path())
     assert back == seen[::-1]
     assert not visit.problems, visit.problems

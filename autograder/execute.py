@@ -22,8 +22,37 @@ from IPython.core.inputtransformer2 import TransformerManager  # noqa: E402
 _RUN_BODY = {"time", "timeit", "capture", "prun", "writefile_skip"}
 
 
+class _Anything:
+    """What any other attribute of the stand-in shell is: callable, indexable,
+    appendable, and inert (events.register, input_transformers_cleanup.append,
+    display_formatter... are accepted and do nothing)."""
+
+    def __call__(self, *a, **k):
+        return self
+
+    def __getattr__(self, name):
+        return self
+
+    def __getitem__(self, key):
+        return self
+
+    def __setitem__(self, key, value):
+        pass
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def __bool__(self):
+        return False
+
+
 class _Shell:
-    """Stands in for get_ipython() inside graded code."""
+    """Stands in for get_ipython() inside graded code. Hooks a cell registers
+    (pre_run_cell events, input transformers) are accepted and never run:
+    they cannot change or erase the cells that follow."""
 
     def __init__(self, namespace: dict):
         self.user_ns = namespace
@@ -43,17 +72,26 @@ class _Shell:
         return []
 
     def __getattr__(self, name):
-        return lambda *a, **k: None
+        return _Anything()
+
+
+_TRANSFORMER = TransformerManager()
 
 
 def to_python(source: str) -> str:
-    return TransformerManager().transform_cell(source)
+    return _TRANSFORMER.transform_cell(source)
 
 
 def run_source(source: str, namespace: dict, *, filename: str) -> None:
-    code = to_python(source)
+    """Plain Python (most cells) is compiled as it is: IPython's transformer
+    returns it unchanged, at a cost. Only what does not compile goes through it."""
+    try:
+        code, compiled = source, compile(source, filename, "exec")
+    except SyntaxError:
+        code = to_python(source)
+        compiled = compile(code, filename, "exec")
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - running notebook code is the job
+    exec(compiled, namespace)  # noqa: S102 - running notebook code is the job
 
 
 class CappedIO(io.TextIOBase):

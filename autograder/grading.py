@@ -27,15 +27,35 @@ from autograder.results import CheckResult, SubmissionResult, score_of, write_gr
 
 
 def pin_torch_flags() -> None:
-    """Global torch state that grading pins (parent) and resets (child, before each check)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.set_default_dtype(torch.float32)
-    if hasattr(torch, "set_float32_matmul_precision"):
+    """Global torch state that grading pins (parent) and resets (child, before each case).
+
+    Cheap when nothing changed (it runs before every case): a flag is set only
+    when it differs, and the seed resets the CPU generator (and CUDA's, once
+    CUDA is up) rather than calling torch.manual_seed.
+    """
+    b = torch.backends
+    if b.cuda.matmul.allow_tf32:
+        b.cuda.matmul.allow_tf32 = False
+    if b.cudnn.allow_tf32:
+        b.cudnn.allow_tf32 = False
+    if b.cudnn.benchmark:
+        b.cudnn.benchmark = False
+    if not b.cudnn.deterministic:
+        b.cudnn.deterministic = True
+    if torch.get_default_dtype() != torch.float32:
+        torch.set_default_dtype(torch.float32)
+    if hasattr(torch, "get_float32_matmul_precision") and torch.get_float32_matmul_precision() != "highest":
         torch.set_float32_matmul_precision("highest")
-    torch.manual_seed(0)
+    if torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(False)
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+    if hasattr(torch, "get_default_device") and torch.get_default_device().type != "cpu":
+        torch.set_default_device(None)
+    torch.set_flush_denormal(False)
+    torch.default_generator.manual_seed(0)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(0)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
 
@@ -172,7 +192,10 @@ def find_notebook(folder: Path, stem: str) -> tuple[Path | None, list[str]]:
 
 
 def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed: bool = True,
-                     limits=None) -> SubmissionResult:
+                     limits=None, zygote=None) -> SubmissionResult:
+    """Grade one student's folder. Sandboxed, the children come from `zygote`
+    (one per run, see `grade_class`); without one, a zygote is started for
+    this submission alone (a second of start-up)."""
     from autograder.notebook import NotebookError, read_cells
 
     notebook, problems = find_notebook(folder, grader.stem)
@@ -191,11 +214,17 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
             if sandboxed:
                 from autograder.sandbox import SandboxedSubmission
 
-                with SandboxedSubmission(grader.stem, cells, device=grader.device,
-                                         check_ids={c.grade_id for c in grader.checks.values()},
-                                         visible=grader.visible, limits=limits) as sub:
-                    result.checks = grader.grade(sub)
-                    result.problems.extend(sub.problems)
+                own = zygote is None
+                if own:
+                    zygote = start_zygote(grader, limits=limits, hide=[str(folder)])
+                try:
+                    with SandboxedSubmission(zygote, cells, check_ids={c.grade_id for c in grader.checks.values()},
+                                             visible=grader.visible, limits=limits) as sub:
+                        result.checks = grader.grade(sub)
+                        result.problems.extend(sub.problems)
+                finally:
+                    if own:
+                        zygote.close()
             else:
                 from autograder.execute import new_namespace, run_cell
                 from autograder.notebook import code_to_run
@@ -236,6 +265,26 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     return i, n
 
 
+def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str = "cpu", limits=None,
+                 hide=(), zygote=None):
+    """Start the sandbox's zygote (it imports torch while the grader loads the
+    references), or, given `zygote`, hand it the grader's inputs and wait for it."""
+    from autograder.course import course_root
+    from autograder.sandbox import Limits, Zygote, secret_paths
+
+    if zygote is None:
+        limits = limits or Limits()
+        try:
+            root = course_root()
+        except FileNotFoundError:
+            root = None
+        zygote = Zygote(stem or grader.stem, device=device if grader is None else grader.device, limits=limits,
+                        hide=secret_paths(root, *hide, *limits.hide))
+        if grader is None:
+            return zygote
+    return zygote.start({name: p.cases for name, p in grader.prepared.items()})
+
+
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,
                 shard: str | None = None, students: list[str] | None = None, sandboxed: bool = True,
                 progress: bool | None = None, limits=None) -> list[SubmissionResult]:
@@ -243,26 +292,37 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
     i, n = parse_shard(shard)
     everyone = students if students is not None else list_students(submissions)
     mine = [s for k, s in enumerate(sorted(everyone)) if k % n == i]
-    grader = Grader(stem, device=device)
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    show = sys.stderr.isatty() if progress is None else progress
-    results: list[SubmissionResult] = []
-    start = time.monotonic()
+    zygote = None
+    if sandboxed and mine:  # starts importing torch while this process builds the grader
+        Path(out).mkdir(parents=True, exist_ok=True)
+        zygote = start_zygote(None, stem=stem, device=resolve_device(device), limits=limits,
+                              hide=[str(out), str(submissions)])
+    try:
+        grader = Grader(stem, device=device)
+        if zygote is not None:
+            start_zygote(grader, zygote=zygote)
+        jobs = max(1, jobs or os.cpu_count() or 1)
+        show = sys.stderr.isatty() if progress is None else progress
+        results: list[SubmissionResult] = []
+        start = time.monotonic()
 
-    def one(student: str) -> SubmissionResult:
-        res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
-                               limits=limits)
-        write_result(out, res)
-        return res
+        def one(student: str) -> SubmissionResult:
+            res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
+                                   limits=limits, zygote=zygote)
+            write_result(out, res)
+            return res
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for k, res in enumerate(pool.map(one, mine), 1):
-            results.append(res)
-            if show:
-                bar = "#" * (30 * k // max(len(mine), 1))
-                sys.stderr.write(f"\r{stem} [{bar:<30}] {k}/{len(mine)} {time.monotonic() - start:5.1f}s")
-                sys.stderr.flush()
-    if show:
-        sys.stderr.write("\n")
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for k, res in enumerate(pool.map(one, mine), 1):
+                results.append(res)
+                if show:
+                    bar = "#" * (30 * k // max(len(mine), 1))
+                    sys.stderr.write(f"\r{stem} [{bar:<30}] {k}/{len(mine)} {time.monotonic() - start:5.1f}s")
+                    sys.stderr.flush()
+        if show:
+            sys.stderr.write("\n")
+    finally:
+        if zygote is not None:
+            zygote.close()
     write_grades_csv(out)
     return results

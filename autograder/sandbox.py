@@ -1,41 +1,69 @@
-"""The limited child process that runs one submission.
+"""The limited child processes that run the submissions.
 
-Children are started by a fork server: a clean process that imported torch
-and this package, and never loaded a solution, a gradebook or CUDA. So a
-child's memory holds no reference answers, CUDA works in it (one start-up per
-child), and the trusted parent may use threads.
+A *zygote* is a fresh Python process (exec'd, not forked from the grader, so
+it never holds a solution or a gradebook) that imports torch, this package
+and the chapter's checks once, receives the check inputs once, isolates
+itself, and then forks one child per submission (and again when a cell
+killed the child). A fork costs a few milliseconds; an import of torch costs
+a second. CUDA is never touched in the zygote: each child initialises it
+itself (one start-up per child, never one per check).
 
-Protocol (parent -> child: pickles it wrote itself; child -> parent: bytes
-that the parent loads with `weights_only=True`, never a pickle):
+Isolation (see docs/sandbox.md for what each layer does and does not stop):
 
-    ("cell", index, source)        -> {"kind": "cell", "ok", "error", "stdout"}
-    ("answer", check_name, cases)  -> {"kind": "answers", "answers": [wire, ...]}
+* zygote, once: its own mount namespace and an empty network namespace;
+  the course's secrets (solutions/, .git, *.db, nbgrader's folders), the
+  runner's output and the submissions are covered by empty mounts; every
+  mount is read-only.
+* each child: its own PID namespace (killing it kills everything it
+  started, so nothing escapes the kill), its own mount namespace with a
+  private tmpfs at /tmp (its scratch directory, gone when it ends), a fresh
+  /proc, resource limits, then an unprivileged uid of its own (when the
+  grader is root; RLIMIT_NPROC then holds) or no capabilities (in a user
+  namespace, when it is not), and no_new_privs.
 
-Each request has a wall-clock limit. A cell that kills or hangs the child is
-skipped: the parent starts a new child, runs the cells before it again and
-goes on, so the cell costs only what it defines. A check that kills or hangs
-the child costs only that check. See docs/sandbox.md for what the limits do
-and do not protect.
+Protocol (grader -> child: pickles the grader wrote itself; child -> grader:
+JSON, or `torch.save` bytes the grader loads with `weights_only=True`; never
+a pickle):
+
+    ("cell", index, source)  -> {"kind": "cell", "ok", "error", "stdout"}
+    ("answer", check_name)   -> {"kind": "answers", "answers": [wire, ...]}
+
+The inputs of every check are in the zygote's memory, so a child gets them
+for free. Each request has a wall-clock limit. A cell that kills or hangs the
+child is skipped: the grader starts a new child, runs the cells before it
+again and goes on, so the cell costs only what it defines. A check that
+kills or hangs the child costs only that check.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import io
-import multiprocessing as mp
+import json
 import os
+import pickle
 import resource
-import shutil
+import select
 import signal
-import tempfile
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import torch
 
 from autograder.checks import Case, load_checks
 from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell, code_to_run
-from autograder.probes import from_bytes, run_probe, to_bytes
+from autograder.probes import run_probe
 
 MAX_MESSAGE = 64 << 20  # bytes a child may send in one answer
+UID_SLOTS = 4096  # children cycle through uid_base .. uid_base + UID_SLOTS - 1
 
 
 @dataclass(frozen=True)
@@ -44,32 +72,301 @@ class Limits:
     check_timeout: float = 60.0  # wall-clock seconds for all cases of one check
     cpu_seconds: int = 600  # RLIMIT_CPU for one child
     memory_bytes: int = 4 << 30  # RLIMIT_AS headroom above the child's size at start (CPU only)
-    max_processes: int = 256  # RLIMIT_NPROC (the kernel enforces it for non-root users only)
+    max_processes: int = 256  # RLIMIT_NPROC, per child uid (holds once the child is not root)
     file_bytes: int = 64 << 20  # RLIMIT_FSIZE: the largest file a child may write
+    scratch_bytes: int = 256 << 20  # size of the child's private tmpfs at /tmp
+    uid_base: int = 1_900_000_000  # a root grader runs children as uid_base + k (no such user exists)
+    hide: tuple[str, ...] = ()  # more paths children must not see (other copies of the course...)
+    isolate: bool = True  # False: resource limits only, no namespaces or uid change (debugging)
 
 
 class ChildLost(Exception):
     """The child died or stopped answering; `reason` says which."""
 
 
-_CTX = None
+class SandboxError(RuntimeError):
+    """The sandbox itself could not start (not the student's fault)."""
 
 
-def _context():
-    global _CTX
-    if _CTX is None:
-        import pkgutil
+# -- Linux primitives (ctypes: os.unshare and os.setns are Python 3.12+) -------
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH = 428, 429, 1, 4
 
-        import autograder.chapters as chapters
-
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(
-            ["autograder.sandbox"] + [f"autograder.chapters.{m.name}" for m in pkgutil.iter_modules(chapters.__path__)]
-        )
-        _CTX = ctx
-    return _CTX
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
+def _ok(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _unshare(flags: int) -> None:
+    _ok(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def _setns(fd: int, flags: int) -> None:
+    _ok(_libc.setns(ctypes.c_int(fd), ctypes.c_int(flags)), "setns")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    _ok(_libc.mount(enc(source), enc(str(target)), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}")
+
+
+def _prctl(option: int, arg: int) -> None:
+    _ok(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                    ctypes.c_ulong(0)), "prctl")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def _all_read_only() -> None:
+    """Every mount of this mount namespace read-only (mount_setattr, Linux 5.12+; else one by one)."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    if _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/", ctypes.c_uint(AT_RECURSIVE),
+                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) == 0:
+        return
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+    for point in points:
+        try:
+            flags = os.statvfs(point).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+        except OSError:
+            pass  # an unreachable or locked mount stays as it is
+
+
+def _hide(path: str) -> bool:
+    """Cover `path` with an empty read-only tmpfs (a folder) or /dev/null (a file)."""
+    if os.path.isdir(path):
+        _mount("none", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=8,mode=0755")
+    elif os.path.exists(path):
+        _mount("/dev/null", path, None, MS_BIND)
+    else:
+        return False
+    return True
+
+
+def _open_tree(path: str) -> int:
+    fd = _libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), path.encode(),
+                       ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"open_tree {path}: {os.strerror(e)}")
+    return fd
+
+
+def _move_mount(fd: int, target: str) -> None:
+    _ok(_libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), target.encode(),
+                      ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {target}")
+
+
+def _make_reachable(needed: list[str]) -> None:
+    """Let an unprivileged child reach `needed` (Python, its libraries) when a
+    folder on the way is closed to others (e.g. Python under /root, mode 700):
+    cover that folder with a tmpfs open to all, holding only the needed subtrees."""
+    for _ in range(8):  # one closed folder per path and round; deeper ones in later rounds
+        blocked: dict[str, set[str]] = {}
+        for path in needed:
+            parts = Path(path).parts
+            for i in range(1, len(parts)):
+                folder = str(Path(*parts[:i]))
+                if not os.stat(folder).st_mode & stat.S_IXOTH:
+                    blocked.setdefault(folder, set()).add(str(Path(*parts[:i + 1])))
+                    break
+        if not blocked:
+            return
+        for folder, keep in sorted(blocked.items()):
+            trees = [(k, _open_tree(k)) for k in sorted(keep)]
+            _mount("none", folder, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+            for k, fd in trees:
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(k)
+                else:
+                    open(k, "w").close()
+                _move_mount(fd, k)
+                os.close(fd)
+
+
+def _python_paths() -> list[str]:
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p)
+    return sorted(os.path.realpath(p) for p in paths if os.path.exists(p))
+
+
+def secret_paths(course_root: Path | None, *extra) -> list[str]:
+    """What a child may not see: the course's secrets, plus `extra` (the runner's
+    output, the submissions, --hide)."""
+    found: list[Path] = []
+    if course_root is not None:
+        root = Path(course_root)
+        names = ["solutions", "source", ".git", "submitted", "autograded", "feedback", "gradebook.db"]
+        found += [root / n for n in names] + sorted(root.glob("*.db")) + sorted(root.glob("*.db-journal"))
+    found += [Path(e) for e in extra if e]
+    out: list[str] = []
+    for p in found:
+        real = os.path.realpath(p)
+        if real not in out and os.path.exists(real):
+            out.append(real)
+    return out
+
+
+# -- the zygote ------------------------------------------------------------------
+def _isolate_zygote(hide: list[str]) -> tuple[str, str]:
+    """(mode, warning). mode: 'root' (namespaces and a uid per child), 'userns'
+    (namespaces in a user namespace) or 'rlimits' (resource limits only)."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        if uid == 0:
+            _unshare(CLONE_NEWNS | CLONE_NEWNET)
+            mode = "root"
+        else:
+            _unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            mode = "userns"
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for path in hide:
+            _hide(path)
+        if mode == "root":
+            _make_reachable(_python_paths())
+        _all_read_only()
+        os.chdir("/")
+        return mode, ""
+    except OSError as exc:
+        how = ("run the grader as root, or allow unprivileged user namespaces "
+               "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces)")
+        return "rlimits", (f"warning: grading sandbox has resource limits only, no namespaces ({exc}); "
+                           f"submissions can read and write what this user can: {how}")
+
+
+class _Zygote:
+    """The zygote's own state (inside the zygote process)."""
+
+    def __init__(self, cfg: dict):
+        self.stem, self.device, self.limits = cfg["stem"], cfg["device"], cfg["limits"]
+        self.cases: dict[str, list[Case]] = cfg["cases"]
+        self.devices: dict[str, list[list[str]]] = cfg["devices"]
+        self.checks = load_checks(self.stem)
+        _warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
+        self.mode, self.warning = (_isolate_zygote(cfg["hide"]) if self.limits.isolate
+                                   else ("rlimits", ""))
+        self.pidns_fd = None
+        if self.mode != "rlimits":
+            try:
+                self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+                _unshare(CLONE_NEWPID)  # probe: the next fork would be an init
+                _setns(self.pidns_fd, CLONE_NEWPID)
+            except OSError:
+                self.pidns_fd = None
+        self.statuses: dict[int, int] = {}
+
+    def fork(self, fd: int, uid: int, ctl: socket.socket) -> int:
+        if self.pidns_fd is not None:
+            _unshare(CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if self.pidns_fd is not None:
+                _setns(self.pidns_fd, CLONE_NEWPID)
+            raise
+        if pid == 0:
+            code = 70
+            try:
+                ctl.close()
+                _child_main(self, fd, uid)
+            except BaseException:  # noqa: BLE001 - set-up failed: tell the grader by the exit code
+                pass
+            os._exit(code)
+        if self.pidns_fd is not None:
+            _setns(self.pidns_fd, CLONE_NEWPID)
+        return pid
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.statuses[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _warm_up(z: _Zygote) -> None:
+    """Run what every child runs (a cell, torch.testing, each check's probe on its
+    known mistakes for every case, meta cases included), so lazy imports and
+    first-call caches (torch.distributed.tensor, meta kernels, decompositions)
+    are paid once, here, not in every child (0.5 s a child otherwise)."""
+    from autograder.grading import pin_torch_flags
+
+    run_cell(Cell(0, "code", "%matplotlib inline\nimport torch\n"
+                             "torch.testing.assert_close(torch.ones(2), torch.ones(2))\n"
+                             "assert torch.allclose(torch.ones(2), torch.ones(2))"), new_namespace())
+    for name, check in z.checks.items():
+        for m in check.mistakes:
+            answers = []
+            for case in z.cases.get(name, []):
+                try:
+                    pin_torch_flags()
+                    answers.append(run_probe(check, m.impl, case))
+                except Exception:  # noqa: BLE001 - a warm-up only
+                    pass
+            _pack_answers(answers)
+    pin_torch_flags()
+
+
+def zygote_main() -> None:
+    """Entry point of the zygote process: `python -c 'from autograder.sandbox import zygote_main; ...'`."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # it goes when the grader goes
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    size = struct.unpack("<Q", sys.stdin.buffer.read(8))[0]
+    cfg = pickle.loads(sys.stdin.buffer.read(size))  # the grader's own pickle
+    torch.set_num_threads(1)
+    z = _Zygote(cfg)
+    gc.collect()
+    gc.freeze()  # children do not copy the zygote's objects when they collect garbage
+    ctl.send(pickle.dumps(("ready", z.mode, z.warning)))
+    while True:
+        try:
+            ready = select.select([ctl], [], [], 0.2)[0]
+        except InterruptedError:
+            ready = []
+        z.reap()
+        if not ready:
+            continue
+        msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 2)
+        if not msg:
+            os._exit(0)
+        req = pickle.loads(msg)
+        if req[0] == "spawn":
+            try:
+                pid = z.fork(fds[0], req[1], ctl)
+                pidfd = [os.pidfd_open(pid)] if hasattr(os, "pidfd_open") else []
+                socket.send_fds(ctl, [pickle.dumps(("pid", pid))], pidfd)
+                for fd in pidfd:
+                    os.close(fd)
+            except OSError as exc:
+                ctl.send(pickle.dumps(("error", str(exc))))
+            for fd in fds:
+                os.close(fd)
+        elif req[0] == "status":
+            z.reap()
+            ctl.send(pickle.dumps(("status", z.statuses.pop(req[1], None))))
+
+
+# -- one child -------------------------------------------------------------------
 def _apply_limits(limits: Limits, device: str) -> None:
     def lower(which, value):
         soft, hard = resource.getrlimit(which)
@@ -86,22 +383,69 @@ def _apply_limits(limits: Limits, device: str) -> None:
         lower(resource.RLIMIT_AS, vm + limits.memory_bytes)
 
 
-def _child_main(conn, stem: str, device: str, limits: Limits, scratch: str) -> None:
-    os.setsid()  # its own process group: a kill takes everything it started
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # output goes through captured buffers; fd writes go nowhere
-        os.dup2(devnull, fd)
+def _drop_capabilities() -> None:
+    for cap in range(64):
+        try:
+            _prctl(PR_CAPBSET_DROP, cap)
+        except OSError:
+            break
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()
+    _ok(_libc.capset(header, data), "capset")
+
+
+def _enter_child_sandbox(z: _Zygote, uid: int) -> str:
+    """Isolate this freshly forked child; returns its scratch directory."""
+    limits = z.limits
+    scratch = "/tmp/work"
+    if z.mode != "rlimits":
+        _unshare(CLONE_NEWNS)
+        _mount("none", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={limits.scratch_bytes},nr_inodes=16384,mode=1777")
+        if z.pidns_fd is not None:
+            try:
+                _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:
+                pass  # the host's /proc stays; the other processes are still out of reach
+        os.mkdir(scratch, 0o700)
+    else:
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="autograder-")
+    if z.mode == "root":
+        os.chown(scratch, uid, uid)
     os.chdir(scratch)
-    os.environ["HOME"] = scratch
-    os.environ["MPLBACKEND"] = "Agg"
+    _apply_limits(limits, z.device)
+    if z.mode == "root":
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    elif z.mode == "userns":
+        _drop_capabilities()
+    if z.mode != "rlimits":
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
+    return scratch
+
+
+def _child_main(z: _Zygote, fd: int, uid: int) -> None:
+    os.setsid()  # its own process group: a kill takes everything it started
+    os.dup2(fd, 3)
+    os.closerange(4, 1 << 16)  # the zygote's control socket and pipes stay out of reach
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):  # output goes through captured buffers; fd writes go nowhere
+        os.dup2(devnull, std)
+    os.close(devnull)
+    conn = Connection(3)
+    scratch = _enter_child_sandbox(z, uid)
+    os.environ.update(HOME=scratch, TMPDIR=scratch, MPLBACKEND="Agg", MPLCONFIGDIR=scratch)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _apply_limits(limits, device)
-    from autograder.grading import pin_torch_flags
+    from autograder.grading import missing_answer, pin_torch_flags
 
     pin_torch_flags()
-    checks = load_checks(stem)
     ns = new_namespace()
     send = conn.send_bytes
+    send(_json({"kind": "ready"}))
     while True:
         try:
             msg = conn.recv()
@@ -110,108 +454,281 @@ def _child_main(conn, stem: str, device: str, limits: Limits, scratch: str) -> N
         if msg[0] == "cell":
             _, index, source = msg
             outcome = run_cell(Cell(index, "code", source), ns)
-            send(to_bytes({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
+            send(_json({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
         elif msg[0] == "answer":
-            _, name, payload = msg
-            check = checks[name]
-            raw = torch.load(io.BytesIO(payload), weights_only=True)
+            name = msg[1]
+            check = z.checks[name]
             impl = ns.get(check.target)
             answers = []
-            for c in raw:
-                case = Case(c["label"], tuple(c["args"]), c["kwargs"], c["dtype"], c["compare"], c["shape_only"])
+            for case in _cases_on_device(z, name):
                 if impl is None:
-                    from autograder.grading import missing_answer
-
                     answers.append(missing_answer(check.target))
                     continue
                 pin_torch_flags()
                 answers.append(run_probe(check, impl, case))
-            send(to_bytes({"kind": "answers", "answers": answers}))
+            try:
+                send(_pack_answers(answers))
+            except Exception as exc:  # noqa: BLE001 - e.g. a tensor that cannot be flattened
+                send(_json({"kind": "unpackable", "error": f"{type(exc).__name__}: {exc}"}))
         else:
             os._exit(0)
 
 
-def _cases_payload(cases: list[Case]) -> bytes:
-    buf = io.BytesIO()
-    torch.save([{"label": c.label, "args": list(c.args), "kwargs": dict(c.kwargs), "dtype": c.dtype,
-                 "compare": c.compare, "shape_only": c.shape_only} for c in cases], buf)
-    return buf.getvalue()
+def _cases_on_device(z: _Zygote, name: str) -> list[Case]:
+    """The check's inputs, moved to the grading device (the zygote holds them on the CPU)."""
+    cases = z.cases[name]
+    out = []
+    for case, devices in zip(cases, z.devices[name]):
+        if any(d not in ("cpu", "meta") for d in devices):
+            it = iter(devices)
+            case = case.map_tensors(lambda t: t.to(next(it)))
+        out.append(case)
+    return out
+
+
+# -- the wire: child -> grader ---------------------------------------------------
+_DTYPES = {str(v): v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+
+
+def _json(obj: dict) -> bytes:
+    return b"J" + json.dumps(obj).encode()
+
+
+def _pack_answers(answers: list[dict]) -> bytes:
+    """All tensors of one check's answers in one byte blob (one record for
+    torch.load), with an index of (dtype, shape, offset, size)."""
+    index, parts, offset = [], [], 0
+    packed = []
+    for a in answers:
+        values = {}
+        for key, v in a.get("values", {}).items():
+            if isinstance(v, torch.Tensor):
+                t = v.detach().contiguous().reshape(-1)
+                raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+                pad = -offset % 16
+                if pad:
+                    parts.append(torch.zeros(pad, dtype=torch.uint8))
+                    offset += pad
+                index.append([str(v.dtype), list(v.shape), offset, raw.numel()])
+                parts.append(raw)
+                offset += raw.numel()
+                values[key] = {"tensor": len(index) - 1}
+            else:
+                values[key] = v
+        packed.append({**a, "values": values})
+    blob = torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8)
+    buf = io.BytesIO()  # the plain part as one JSON string: torch.load's safe unpickler is slow per object
+    torch.save({"meta": json.dumps({"kind": "answers", "answers": packed, "index": index}), "blob": blob}, buf)
+    return b"T" + buf.getvalue()
+
+
+def _unpack_tensor(blob: torch.Tensor, entry) -> torch.Tensor:
+    dtype_name, shape, offset, size = entry
+    dtype = _DTYPES[dtype_name]
+    shape = [int(s) for s in shape]
+    n = 1
+    for s in shape:
+        if s < 0:
+            raise ValueError("negative size")
+        n *= s
+    if size != n * torch.empty(0, dtype=dtype).element_size() or not 0 <= offset <= blob.numel() - size:
+        raise ValueError("tensor outside the blob")
+    return blob[offset:offset + size].clone().view(dtype).reshape(shape)
+
+
+def from_child(data: bytes) -> dict:
+    """A child's message, as plain data: JSON, or tensors loaded with weights_only=True."""
+    if data[:1] == b"J":
+        obj = json.loads(data[1:])
+    elif data[:1] == b"T":
+        raw = torch.load(io.BytesIO(data[1:]), weights_only=True, map_location="cpu")
+        obj, blob = json.loads(raw["meta"]), raw["blob"]
+        if type(blob) is not torch.Tensor or blob.dtype != torch.uint8 or blob.dim() != 1:
+            raise ValueError("no blob")
+        tensors = [_unpack_tensor(blob, e) for e in obj["index"]]
+        for a in obj["answers"]:
+            a["values"] = {k: tensors[v["tensor"]] if isinstance(v, dict) else v for k, v in a["values"].items()}
+    else:
+        raise ValueError("unknown message")
+    if not isinstance(obj, dict):
+        raise ValueError("not a dict")
+    return obj
 
 
 def _failed_answer(reason: str) -> dict:
     return {"values": {}, "devices": {}, "forbidden": [], "stdout": "", "error": reason}
 
 
+# -- the grader's side -----------------------------------------------------------
+class Zygote:
+    """The grader's handle on one zygote (one chapter, one device, one run)."""
+
+    def __init__(self, stem: str, *, device: str, limits: Limits | None = None, hide: list[str] | tuple = ()):
+        self.stem, self.device = stem, device
+        self.limits = limits or Limits()
+        self.hide = list(hide)
+        self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from autograder.sandbox import zygote_main; zygote_main()",
+             str(theirs.fileno())],
+            stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
+        theirs.close()
+        self._lock = threading.Lock()
+        self._next_uid = 0
+        self.mode = self.warning = None
+
+    def start(self, cases: dict[str, list[Case]]) -> "Zygote":
+        """Hand the zygote every check's inputs; wait until it is ready to fork."""
+        cpu_cases, devices = {}, {}
+        for name, cs in cases.items():
+            cpu_cases[name] = [c.map_tensors(lambda t: t.cpu() if t.device.type not in ("cpu", "meta") else t)
+                               for c in cs]
+            devices[name] = [[str(t.device) for t in c.tensors()] for c in cs]
+        cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits, "hide": self.hide,
+                            "cases": cpu_cases, "devices": devices})
+        try:
+            self._proc.stdin.write(struct.pack("<Q", len(cfg)) + cfg)
+            self._proc.stdin.close()
+            reply = self._ctl.recv(1 << 16)
+        except OSError:
+            reply = b""
+        if not reply:
+            self.close()
+            raise SandboxError(f"the grading sandbox did not start (exit code {self._proc.wait()})")
+        _, self.mode, self.warning = pickle.loads(reply)
+        if self.warning:
+            print(self.warning, file=sys.stderr)
+        return self
+
+    def spawn(self) -> tuple[int, int | None, Connection]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            uid = self.limits.uid_base + self._next_uid % UID_SLOTS
+            self._next_uid += 1
+            try:
+                socket.send_fds(self._ctl, [pickle.dumps(("spawn", uid))], [theirs.fileno()])
+                msg, fds, _, _ = socket.recv_fds(self._ctl, 1 << 16, 1)
+            finally:
+                theirs.close()
+        reply = pickle.loads(msg) if msg else ("error", "the zygote ended")
+        if reply[0] != "pid":
+            ours.close()
+            raise SandboxError(f"could not start a grading child: {reply[1]}")
+        return reply[1], (fds[0] if fds else None), Connection(ours.detach())
+
+    def status(self, pid: int) -> int | None:
+        with self._lock:
+            self._ctl.send(pickle.dumps(("status", pid)))
+            msg = self._ctl.recv(1 << 16)
+        return pickle.loads(msg)[1] if msg else None
+
+    def close(self) -> None:
+        try:
+            self._ctl.close()
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class SandboxedSubmission:
     """One submission's child process, restarted past cells that kill it."""
 
-    def __init__(self, stem: str, cells: list[Cell], *, device: str, check_ids: set[str],
+    def __init__(self, zygote: Zygote, cells: list[Cell], *, check_ids: set[str],
                  visible: dict[str, Cell] | None = None, limits: Limits | None = None):
-        self.stem = stem
+        self.zygote = zygote
         self.visible = visible or {}
         self.visible_failures: dict[str, str] = {}
-        self.device = device
-        self.limits = limits or Limits()
+        self.limits = limits or zygote.limits
         self.code = code_to_run(cells, check_ids)
         self.skip: set[int] = set()
         self.problems: list[str] = []
         self._reported: set[int] = set()
-        self.proc = None
-        self.conn = None
+        self.pid = self.pidfd = self.conn = None
 
     def __enter__(self):
-        self.scratch = tempfile.mkdtemp(prefix="autograder-")
-        os.chmod(self.scratch, 0o777)
         self._run_cells()
         return self
 
     def __exit__(self, *exc):
         self._kill()
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # -- child management -------------------------------------------------
     def _spawn(self) -> None:
-        ctx = _context()
-        parent, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_child_main, args=(child, self.stem, self.device, self.limits, self.scratch),
-                                daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
+        self.pid, self.pidfd, self.conn = self.zygote.spawn()
+        try:
+            hello = self._receive(self.limits.cell_timeout)
+        except ChildLost as lost:
+            raise SandboxError(f"a grading child did not start: it {lost}") from None
+        if hello.get("kind") != "ready":
+            raise SandboxError("a grading child did not start")
+
+    def _alive(self) -> bool:
+        if self.pid is None:
+            return False
+        if self.pidfd is not None:
+            return not select.select([self.pidfd], [], [], 0)[0]
+        return True
 
     def _kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.pid:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            self.proc.kill()
-            self.proc.join(5)
-            self.proc.close()
+        if self.pid is not None:
+            try:
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)  # the PID namespace goes with it
+                if self.zygote.mode == "rlimits":
+                    os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.pidfd is not None:
+                os.close(self.pidfd)
         if self.conn is not None:
             self.conn.close()
-        self.proc = self.conn = None
+        self.pid = self.pidfd = self.conn = None
 
-    def _request(self, msg, timeout: float) -> dict:
+    def _exit_code(self) -> int | None:
+        if self.pidfd is not None:
+            select.select([self.pidfd], [], [], 2.0)  # wait (briefly) until it has ended
+        for _ in range(20):
+            code = self.zygote.status(self.pid)
+            if code is not None:
+                return code
+            select.select([], [], [], 0.05)
+        return None
+
+    def _receive(self, timeout: float) -> dict:
         try:
-            self.conn.send(msg)
             if not self.conn.poll(timeout):
                 raise ChildLost(f"did not finish within {timeout:g} s")
-            return from_bytes(self.conn.recv_bytes(MAX_MESSAGE))
-        except ChildLost:
-            raise
+            data = self.conn.recv_bytes(MAX_MESSAGE)
         except (EOFError, BrokenPipeError, ConnectionResetError):
-            self.proc.join(2)
-            code = self.proc.exitcode
+            code = self._exit_code()
             if code is not None and code < 0:
                 name = signal.Signals(-code).name
                 why = {"SIGKILL": "was killed (out of memory?)", "SIGXCPU": "ran out of CPU time",
                        "SIGXFSZ": "wrote a file over the size limit"}.get(name, f"was killed by {name}")
                 raise ChildLost(why) from None
             raise ChildLost(f"ended the process (exit code {code}; os._exit?)") from None
-        except Exception as exc:  # an answer that is not plain tensors
+        except OSError as exc:  # e.g. a message over MAX_MESSAGE
             raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
+        try:
+            return from_child(data)
+        except Exception as exc:  # noqa: BLE001 - an answer that is not plain data
+            raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
+
+    def _request(self, msg, timeout: float) -> dict:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass  # the reply (EOF) says what happened
+        return self._receive(timeout)
 
     def _run_cells(self) -> None:
         """Start a child and run the cells, skipping any that kill or hang it;
@@ -255,18 +772,19 @@ class SandboxedSubmission:
         return True
 
     def answer(self, check, cases: list[Case]) -> list[dict]:
-        if self.proc is None or not self.proc.is_alive():
+        if not self._alive():
             self._run_cells()
         try:
-            reply = self._request(("answer", check.name, _cases_payload(cases)),
-                                  self.limits.check_timeout)
+            reply = self._request(("answer", check.name), self.limits.check_timeout)
         except ChildLost as lost:
             self._kill()
             self.problems.append(f"check {check.name}: your code {lost}")
             return [_failed_answer(f"your code {lost}") for _ in cases]
-        answers = reply.get("answers") if isinstance(reply, dict) else None
+        answers = reply.get("answers")
         if reply.get("kind") != "answers" or not isinstance(answers, list) or len(answers) != len(cases):
             self._kill()
-            return [_failed_answer("the answer was garbled") for _ in cases]
+            why = reply.get("error") if reply.get("kind") == "unpackable" else None
+            return [_failed_answer(f"the answer could not be read: {why}" if why else "the answer was garbled")
+                    for _ in cases]
         return [a if isinstance(a, dict) and isinstance(a.get("values"), dict) else _failed_answer("garbled answer")
                 for a in answers]

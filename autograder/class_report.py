@@ -59,7 +59,7 @@ def score_histogram(stem: str, results: list[SubmissionResult]) -> str:
     from matplotlib.figure import Figure
 
     max_score = max((r.max_score for r in results), default=0) or 1
-    fig = Figure(figsize=(5.6, 3.4))
+    fig = Figure(figsize=(4.6, 3.2))
     ax = fig.add_subplot()
     bins = [max_score * k / 10 for k in range(11)]
     ax.hist([r.score for r in results], bins=bins, color="#0969da", edgecolor="white")
@@ -74,14 +74,16 @@ def score_histogram(stem: str, results: list[SubmissionResult]) -> str:
 def pass_rate_chart(stem: str, rates: list[tuple[str, float]]) -> str:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.6, 0.45 * len(rates) + 1.2))
+    fig = Figure(figsize=(4.4, 0.4 * len(rates) + 1.1))
     ax = fig.add_subplot()
     names = [n for n, _ in rates][::-1]
     values = [100 * r for _, r in rates][::-1]
     colors = ["#1a7f37" if v >= 80 else "#9a6700" if v >= 50 else "#cf222e" for v in values]
     ax.barh(names, values, color=colors)
     for y, v in enumerate(values):
-        ax.text(min(v + 1, 88), y, f"{v:.0f}%", va="center", fontsize=8)
+        inside = v > 85  # no room to the right of the bar: write it on the bar
+        ax.text(v - 1 if inside else v + 1, y, f"{v:.0f}%", va="center", ha="right" if inside else "left",
+                fontsize=8, color="white" if inside else "black")
     ax.set_xlim(0, 100)
     ax.set_xlabel("students with full points on the check (%)")
     ax.set_title(f"{stem}: pass rate per check")
@@ -92,7 +94,7 @@ def mistakes_chart(stem: str, mistakes: list[tuple[str, str, str, int]]) -> str:
     from matplotlib.figure import Figure
 
     top = mistakes[:10][::-1]
-    fig = Figure(figsize=(5.6, 0.45 * len(top) + 1.2))
+    fig = Figure(figsize=(4.4, 0.4 * len(top) + 1.1))
     ax = fig.add_subplot()
     ax.barh([f"{c}: {m}" for c, m, _, _ in top], [n for *_, n in top], color="#8250df")
     ax.xaxis.get_major_locator().set_params(integer=True)

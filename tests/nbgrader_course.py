@@ -18,6 +18,16 @@ def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
+def course_feedback_preprocessors() -> list[str]:
+    """The course's own GenerateFeedback preprocessors, read from its nbgrader_config.py."""
+    from traitlets.config import Config
+
+    config = Config()
+    path = course_root() / "nbgrader_config.py"
+    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: config, "__file__": str(path)})
+    return list(config.GenerateFeedback.preprocessors)
+
+
 def make_course(tmp: Path, stem: str) -> Path:
     """A scratch nbgrader course with this chapter's source notebook and its gradebook."""
     root = tmp / "course"
@@ -26,8 +36,7 @@ def make_course(tmp: Path, stem: str) -> Path:
         "c = get_config()\n"
         "c.CourseDirectory.db_url = 'sqlite:///' + __import__('os').path.abspath('gradebook.db')\n"
         "c.ExecutePreprocessor.timeout = 120\n"
-        "c.GenerateFeedback.preprocessors = ['nbgrader.preprocessors.GetGrades',"
-        " 'nbgrader.preprocessors.ClearHiddenTests', 'nbconvert.preprocessors.CSSHTMLHeaderPreprocessor']\n"
+        f"c.GenerateFeedback.preprocessors = {course_feedback_preprocessors()!r}\n"
     )
     proc = nbgrader("generate_assignment", stem, "--force", cwd=root)
     assert proc.returncode == 0, proc.stderr

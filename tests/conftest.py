@@ -49,8 +49,8 @@ def checks_of(stem: str):
 def assert_mistake_caught(stem: str, check_name: str, mistake) -> None:
     result = grade_impl(stem, check_name, mistake.impl)
     assert result.points < result.max_points, f"{mistake.name} kept full marks on {check_name}"
-    assert mistake.hint in result.hints, (
-        f"{mistake.name} lost points but without its hint; matched: {result.mistakes}; "
+    assert mistake.name in result.mistakes and mistake.hint in result.hints, (
+        f"{mistake.name} lost points but was not recognised (no hint); matched: {result.mistakes}; "
         f"first failure: {next((v.message for v in result.cases if not v.passed), None)}")
 
 

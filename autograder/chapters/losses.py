@@ -250,6 +250,10 @@ def _log_softmax_cases(gen, *, device, dtype):
     return cases
 
 
+_NO_MAX_HINT = ("exp overflows for large inputs (exp(1000) is inf): subtract the maximum along `dim` first; "
+                "log_softmax(x) = (x - m) - log(sum(exp(x - m))).")
+
+
 def _stable_log_softmax(x, dim):
     shifted = x - x.amax(dim, keepdim=True)
     return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
@@ -262,9 +266,11 @@ LOG_SOFTMAX = Check(
     probe=FunctionProbe(),
     forbidden=("log_softmax", "_log_softmax", "softmax", "_softmax", "cross_entropy"),
     mistakes=(
-        Mistake("no-max-subtracted", "exp overflows for large inputs (exp(1000) is inf): subtract the maximum "
-                "along `dim` first; log_softmax(x) = (x - m) - log(sum(exp(x - m))).",
+        Mistake("no-max-subtracted", _NO_MAX_HINT,
                 lambda input, dim: torch.log(torch.exp(input) / torch.exp(input).sum(dim, keepdim=True))),
+        # The same mistake written as x - log(sum(exp(x))): -inf where the form above gives nan.
+        Mistake("no-max-subtracted-logsumexp", _NO_MAX_HINT,
+                lambda input, dim: input - torch.exp(input).sum(dim, keepdim=True).log()),
         Mistake("softmax-not-log", "Return the log of the probabilities: log_softmax, not softmax.",
                 lambda input, dim: _stable_log_softmax(input, dim).exp()),
         Mistake("max-subtracted-only", "After subtracting the maximum, still subtract log(sum(exp(x - m))).",

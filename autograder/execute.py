@@ -76,6 +76,7 @@ class _Shell:
 
 
 _TRANSFORMER = TransformerManager()
+_compile, _exec = compile, exec  # graded code may replace builtins.exec; later cells still run
 
 
 def to_python(source: str) -> str:
@@ -86,12 +87,12 @@ def run_source(source: str, namespace: dict, *, filename: str) -> None:
     """Plain Python (most cells) is compiled as it is: IPython's transformer
     returns it unchanged, at a cost. Only what does not compile goes through it."""
     try:
-        code, compiled = source, compile(source, filename, "exec")
+        code, compiled = source, _compile(source, filename, "exec")
     except SyntaxError:
         code = to_python(source)
-        compiled = compile(code, filename, "exec")
+        compiled = _compile(code, filename, "exec")
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    exec(compiled, namespace)  # noqa: S102 - running notebook code is the job
+    _exec(compiled, namespace)  # noqa: S102 - running notebook code is the job
 
 
 class CappedIO(io.TextIOBase):

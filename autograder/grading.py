@@ -22,6 +22,8 @@ import torch
 from autograder.checks import Case, Check, load_checks
 from autograder.compare import CaseVerdict, decide_case
 from autograder.probes import from_bytes, run_probe, to_bytes
+from autograder.course import source_notebook
+from autograder.notebook import locked_cells, read_cells, restore_locked, structure_problems
 from autograder.reference import check_points, reference_namespace, visible_tests
 from autograder.results import CheckResult, SubmissionResult, score_of, write_grades_csv, write_result
 
@@ -44,7 +46,7 @@ def pin_torch_flags() -> None:
         b.cudnn.deterministic = True
     if torch.get_default_dtype() != torch.float32:
         torch.set_default_dtype(torch.float32)
-    if hasattr(torch, "get_float32_matmul_precision") and torch.get_float32_matmul_precision() != "highest":
+    if hasattr(torch, "set_float32_matmul_precision"):  # its getter raises once old and new APIs were mixed
         torch.set_float32_matmul_precision("highest")
     if torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(False)
@@ -128,6 +130,7 @@ class Grader:
                              f"no check for {extra}")
         ns = reference_namespace(stem)
         self.visible = visible_tests(stem)
+        self.source_cells = read_cells(source_notebook(stem))
         self.prepared: dict[str, _Prepared] = {}
         for name, check in self.checks.items():
             impl = ns[check.target]
@@ -196,7 +199,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
     """Grade one student's folder. Sandboxed, the children come from `zygote`
     (one per run, see `grade_class`); without one, a zygote is started for
     this submission alone (a second of start-up)."""
-    from autograder.notebook import NotebookError, read_cells
+    from autograder.notebook import NotebookError
 
     notebook, problems = find_notebook(folder, grader.stem)
     result = SubmissionResult(student_id, grader.stem, notebook.name if notebook else None,
@@ -211,6 +214,9 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
             result.problems.append(str(exc))
             cells = None
         if cells is not None:
+            result.problems.extend(structure_problems(cells, grader.source_cells))
+            cells, restored = restore_locked(cells, grader.source_cells)
+            result.problems.extend(restored)
             if sandboxed:
                 from autograder.sandbox import SandboxedSubmission
 
@@ -282,7 +288,8 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
                         hide=secret_paths(root, *hide, *limits.hide))
         if grader is None:
             return zygote
-    return zygote.start({name: p.cases for name, p in grader.prepared.items()})
+    return zygote.start({name: p.cases for name, p in grader.prepared.items()},
+                        helpers=[c.source for c in locked_cells(grader.source_cells).values()])
 
 
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,

@@ -24,6 +24,7 @@ class Cell:
     solution: bool = False
     grade: bool = False
     points: float | None = None
+    locked: bool = False  # nbgrader's read-only cell: autograde runs the source's version
 
     @property
     def is_check(self) -> bool:
@@ -67,6 +68,7 @@ def read_cells(path: Path) -> list[Cell]:
                 solution=bool(nbg.get("solution", False)),
                 grade=bool(nbg.get("grade", False)),
                 points=float(points) if isinstance(points, (int, float)) else None,
+                locked=bool(nbg.get("locked", False)),
             )
         )
     return cells
@@ -98,3 +100,52 @@ def visible_part(source: str) -> str:
 
 def has_code(source: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("#") for line in source.splitlines())
+
+
+def locked_cells(source: list[Cell]) -> dict[str, Cell]:
+    """The source's read-only code cells that are neither solutions nor checks (e.g. the setup cell)."""
+    return {c.grade_id: c for c in source
+            if c.cell_type == "code" and c.locked and c.grade_id and not c.solution and not c.is_check}
+
+
+def restore_locked(cells: list[Cell], source: list[Cell]) -> tuple[list[Cell], list[str]]:
+    """As nbgrader's autograde does: a read-only cell runs with the source's code, whatever
+    the submission did to it. Returns the cells and what was restored, in words."""
+    locked = locked_cells(source)
+    out, problems = [], []
+    for c in cells:
+        src = locked.get(c.grade_id) if c.cell_type == "code" else None
+        if src is not None and c.source != src.source:
+            problems.append(f"cell {c.index} ({c.grade_id}) is read-only but was edited; "
+                            "graded with the source notebook's version")
+            c = Cell(c.index, c.cell_type, src.source, c.grade_id, c.solution, c.grade, c.points, c.locked)
+        out.append(c)
+    return out, problems
+
+
+def structure_problems(cells: list[Cell], source: list[Cell]) -> list[str]:
+    """What a submission changed in the graded structure of the source notebook, in words.
+
+    Grading does not depend on any of it (the code runs as a kernel would run
+    it, check cells are chosen by the source's ids), but the instructor and
+    the student should know.
+    """
+    wanted = {c.grade_id: c for c in source if c.grade_id and c.solution}
+    found: dict[str, list[Cell]] = {}
+    for c in cells:
+        if c.grade_id:
+            found.setdefault(c.grade_id, []).append(c)
+    problems = []
+    for grade_id, src in wanted.items():
+        got = found.get(grade_id, [])
+        if not got:
+            problems.append(f"no cell has the nbgrader id {grade_id} (deleted, or its metadata changed); "
+                            "graded with the code that is there")
+        elif len(got) > 1:
+            problems.append(f"the cell {grade_id} appears {len(got)} times (cells "
+                            f"{', '.join(str(c.index) for c in got)}); all ran in order, as in a kernel")
+        for c in got:
+            if (c.solution, c.grade, c.points) != (src.solution, src.grade, src.points):
+                problems.append(f"cell {c.index} ({grade_id}): its nbgrader metadata was changed; "
+                                "graded with the source notebook's")
+    return problems

@@ -25,8 +25,9 @@ Protocol (grader -> child: pickles the grader wrote itself; child -> grader:
 JSON, or `torch.save` bytes the grader loads with `weights_only=True`; never
 a pickle):
 
-    ("cell", index, source)  -> {"kind": "cell", "ok", "error", "stdout"}
-    ("answer", check_name)   -> {"kind": "answers", "answers": [wire, ...]}
+    ("cell", index, source)     -> {"kind": "cell", "ok", "error", "stdout"}
+    ("visible", index, source)  -> the same, for a check cell's visible tests (see _restore)
+    ("answer", check_name)      -> {"kind": "answers", "answers": [wire, ...]}
 
 The inputs of every check are in the zygote's memory, so a child gets them
 for free. Each request has a wall-clock limit. A cell that kills or hangs the
@@ -146,15 +147,27 @@ def _all_read_only() -> None:
             pass  # an unreachable or locked mount stays as it is
 
 
-def _hide(path: str) -> bool:
-    """Cover `path` with an empty read-only tmpfs (a folder) or /dev/null (a file)."""
+def _hide(path: str, blank: str) -> bool:
+    """Cover `path` with an empty read-only tmpfs (a folder) or `blank`, a file no one may open."""
     if os.path.isdir(path):
         _mount("none", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=8,mode=0755")
     elif os.path.exists(path):
-        _mount("/dev/null", path, None, MS_BIND)
+        _mount(blank, path, None, MS_BIND)
     else:
         return False
     return True
+
+
+def _blank_file() -> str:
+    """A file with mode 000 on a tmpfs of this mount namespace (at /dev/shm, hidden itself)."""
+    try:
+        _mount("none", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=4,mode=0755")
+        path = "/dev/shm/.hidden"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0))
+        os.chmod(path, 0)
+        return path
+    except OSError:
+        return "/dev/null"  # reads as empty
 
 
 def _open_tree(path: str) -> int:
@@ -237,8 +250,9 @@ def _isolate_zygote(hide: list[str]) -> tuple[str, str]:
                     f.write(text)
             mode = "userns"
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        blank = _blank_file()
         for path in hide:
-            _hide(path)
+            _hide(path, blank)
         if mode == "root":
             _make_reachable(_python_paths())
         _all_read_only()
@@ -258,8 +272,10 @@ class _Zygote:
         self.stem, self.device, self.limits = cfg["stem"], cfg["device"], cfg["limits"]
         self.cases: dict[str, list[Case]] = cfg["cases"]
         self.devices: dict[str, list[list[str]]] = cfg["devices"]
+        self.helpers: list[str] = cfg.get("helpers", [])
         self.checks = load_checks(self.stem)
         _warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
+        self.pristine = _snapshot()
         self.mode, self.warning = (_isolate_zygote(cfg["hide"]) if self.limits.isolate
                                    else ("rlimits", ""))
         self.pidns_fd = None
@@ -302,6 +318,46 @@ class _Zygote:
             if pid == 0:
                 return
             self.statuses[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _pristine_objects() -> list:
+    import builtins
+
+    import torch.nn.functional
+
+    return [builtins, torch, torch.nn, torch.nn.functional, torch.testing, torch.autograd, torch.linalg,
+            torch.special, torch.fft, torch.Tensor, torch.nn.Module]
+
+
+def _snapshot() -> list[tuple[object, dict]]:
+    return [(obj, dict(vars(obj))) for obj in _pristine_objects()]
+
+
+def _restore(snapshot: list[tuple[object, dict]]) -> None:
+    """Undo what graded code did to torch and builtins (patched comparisons, functions,
+    Tensor methods) and drop any torch function or dispatch mode it left on."""
+    for obj, saved in snapshot:
+        now = vars(obj)
+        for key, value in saved.items():
+            if now.get(key, _MISSING) is not value:
+                try:
+                    setattr(obj, key, value)
+                except (AttributeError, TypeError):
+                    pass
+        if isinstance(obj, type):  # a method added to a class overrides the inherited one
+            for key in [k for k in now if k not in saved]:
+                try:
+                    delattr(obj, key)
+                except (AttributeError, TypeError):
+                    pass
+    for length, pop in (("_len_torch_function_stack", "_pop_torch_function_stack"),
+                        ("_len_torch_dispatch_stack", "_pop_torch_dispatch_stack")):
+        if hasattr(torch._C, length) and hasattr(torch._C, pop):
+            while getattr(torch._C, length)() > 0:
+                getattr(torch._C, pop)()
+
+
+_MISSING = object()
 
 
 def _warm_up(z: _Zygote) -> None:
@@ -451,12 +507,19 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
             msg = conn.recv()
         except EOFError:
             os._exit(0)
-        if msg[0] == "cell":
+        if msg[0] in ("cell", "visible"):
             _, index, source = msg
-            outcome = run_cell(Cell(index, "code", source), ns)
+            where = ns
+            if msg[0] == "visible":  # a check cell's visible tests: pristine torch, the source's helpers
+                _reset(z)
+                where = dict(ns)
+                for k, helper in enumerate(z.helpers):
+                    run_cell(Cell(-1 - k, "code", helper), where)
+            outcome = run_cell(Cell(index, "code", source), where)
             send(_json({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
         elif msg[0] == "answer":
             name = msg[1]
+            _reset(z)
             check = z.checks[name]
             impl = ns.get(check.target)
             answers = []
@@ -464,7 +527,7 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
                 if impl is None:
                     answers.append(missing_answer(check.target))
                     continue
-                pin_torch_flags()
+                _reset(z, restore=False)
                 answers.append(run_probe(check, impl, case))
             try:
                 send(_pack_answers(answers))
@@ -472,6 +535,19 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
                 send(_json({"kind": "unpackable", "error": f"{type(exc).__name__}: {exc}"}))
         else:
             os._exit(0)
+
+
+def _reset(z: _Zygote, restore: bool = True) -> None:
+    """Pristine torch and pinned flags before graded code is asked anything.
+    Never fatal: a child that cannot reset still answers (for what its code is worth)."""
+    from autograder.grading import pin_torch_flags
+
+    try:
+        if restore:
+            _restore(z.pristine)
+        pin_torch_flags()
+    except Exception:  # noqa: BLE001 - e.g. a flag the graded code left in a state torch refuses to read
+        pass
 
 
 def _cases_on_device(z: _Zygote, name: str) -> list[Case]:
@@ -579,15 +655,16 @@ class Zygote:
         self._next_uid = 0
         self.mode = self.warning = None
 
-    def start(self, cases: dict[str, list[Case]]) -> "Zygote":
-        """Hand the zygote every check's inputs; wait until it is ready to fork."""
+    def start(self, cases: dict[str, list[Case]], helpers: list[str] = ()) -> "Zygote":
+        """Hand the zygote every check's inputs and the source's read-only helper cells
+        (for the visible tests); wait until it is ready to fork."""
         cpu_cases, devices = {}, {}
         for name, cs in cases.items():
             cpu_cases[name] = [c.map_tensors(lambda t: t.cpu() if t.device.type not in ("cpu", "meta") else t)
                                for c in cs]
             devices[name] = [[str(t.device) for t in c.tensors()] for c in cs]
         cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits, "hide": self.hide,
-                            "cases": cpu_cases, "devices": devices})
+                            "cases": cpu_cases, "devices": devices, "helpers": list(helpers)})
         try:
             self._proc.stdin.write(struct.pack("<Q", len(cfg)) + cfg)
             self._proc.stdin.close()
@@ -742,7 +819,7 @@ class SandboxedSubmission:
                 if grade_id in self.visible_failures:
                     continue
                 try:
-                    report = self._request(("cell", cell.index, cell.source), self.limits.cell_timeout)
+                    report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
                 except ChildLost as lost:
                     self.visible_failures[grade_id] = f"your code {lost}"
                     break

@@ -1,4 +1,8 @@
-"""The class runner: malformed and hostile submissions are graded for what they honestly contain."""
+"""The class runner: malformed submissions are graded for what they honestly contain and reported.
+
+The hostile corpus (patched checkers, exits, bombs, reading secrets...) is in test_hostile.py;
+the helpers that build submissions live here and are shared with it.
+"""
 from __future__ import annotations
 
 import json
@@ -36,6 +40,18 @@ def _write(subs: Path, student: str, content, name=f"{STEM}.ipynb") -> None:
     (d / name).write_text(content if isinstance(content, str) else json.dumps(content))
 
 
+def _duplicate(grade_id, code=None):
+    """Insert a copy of a solution cell right after it (with `code` in the copy, if given)."""
+    def edit(nb):
+        cell = _solution_cell(nb, grade_id)
+        copy = json.loads(json.dumps(cell))
+        copy.pop("id", None)
+        if code is not None:
+            copy["source"] = code
+        nb["cells"].insert(nb["cells"].index(cell) + 1, copy)
+    return edit
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("class")
@@ -45,17 +61,10 @@ def graded(tmp_path_factory):
     _write(subs, "broken_json", source_notebook(STEM).read_text()[:5000])
     _write(subs, "renamed", honest, name=f"{STEM}-Copy1.ipynb")
     (subs / "empty_folder" / STEM).mkdir(parents=True)
-    _write(subs, "os_exit", _notebook_with(_append_to("mse_loss", "import os; os._exit(3)")))
-    _write(subs, "sys_exit", _notebook_with(_append_to("mse_loss", "import sys; sys.exit(0)")))
-    _write(subs, "hang", _notebook_with(_append_to("mse_loss", "while True:\n    try:\n        pass\n"
-                                                   "    except BaseException:\n        pass")))
-    _write(subs, "patches_assert_close", _notebook_with(_append_to(
-        "l1_loss", "import torch\ntorch.testing.assert_close = lambda *a, **k: None\n"
-        "torch.allclose = lambda *a, **k: True\ndef l1_loss(input, target, reduction='mean'):\n"
-        "    return input.sum() * 0")))
     _write(subs, "magics", _notebook_with(_append_to("l1_loss", "%matplotlib inline\n!echo hi")))
-    _write(subs, "flood", _notebook_with(_append_to("l1_loss", "for i in range(200000):\n    print('x' * 100)")))
     _write(subs, "deleted_cell", _notebook_with(lambda nb: nb["cells"].remove(_solution_cell(nb, "nll_loss"))))
+    _write(subs, "duplicated_cell", _notebook_with(_duplicate("l1_loss", "def l1_loss(input, target, reduction='mean'):\n"
+                                                                      "    return input.sum() * 0")))
     _write(subs, "changed_metadata", _notebook_with(
         lambda nb: _solution_cell(nb, "l1_loss")["metadata"].update({"nbgrader": {"grade": True, "points": 99}})))
     results = grade_class(STEM, submissions=subs, out=tmp / "out", device="cpu", jobs=2, progress=False,
@@ -88,42 +97,29 @@ def test_empty_folder_is_reported_as_missing(graded):
     assert r.status == "missing" and r.score == 0
 
 
-@pytest.mark.parametrize("student", ["os_exit", "hang"])
-def test_a_cell_that_kills_or_hangs_costs_only_what_it_defines(graded, student):
-    """The mse_loss cell is lost (it killed or hung the child); everything else still counts,
-    except what depends on mse_loss... nothing does."""
-    r = graded[0][student]
-    pts = _points(r)
-    assert pts["mse_loss"] == 0
-    assert r.score == 16 - 1, pts
-    assert any("graded without that cell" in p for p in r.problems)
-
-
-def test_sys_exit_in_a_cell_is_just_an_exception(graded):
-    r = graded[0]["sys_exit"]
-    assert r.score == 16 and any("SystemExit" in p for p in r.problems)
-
-
-def test_patching_torch_comparisons_changes_nothing(graded):
-    pts = _points(graded[0]["patches_assert_close"])
-    assert pts["l1_loss"] == 0
-    assert pts["detection_loss"] < 2  # it honestly uses the wrong l1_loss
-    assert sum(v for k, v in pts.items() if k not in ("l1_loss", "detection_loss")) == 13
-
-
-def test_magics_are_accepted_and_floods_are_cut(graded):
+def test_magics_are_accepted(graded):
     assert graded[0]["magics"].score == 16
-    assert graded[0]["flood"].score == 16
 
 
 def test_deleted_solution_cell_costs_that_check_and_its_dependents(graded):
     pts = _points(graded[0]["deleted_cell"])
     assert pts["nll_loss"] == 0 and pts["cross_entropy"] == 0  # cross_entropy uses nll_loss
     assert pts["l1_loss"] == 1 and pts["detection_loss"] == 2
+    assert any("nll_loss" in p and "deleted" in p for p in graded[0]["deleted_cell"].problems)
+
+
+def test_duplicated_solution_cell_runs_in_order_and_is_reported(graded):
+    """The copy (a wrong l1_loss) comes last, so it is the definition a kernel would use."""
+    r = graded[0]["duplicated_cell"]
+    pts = _points(r)
+    assert pts["l1_loss"] == 0 and pts["mse_loss"] == 1
+    assert any("l1_loss appears 2 times" in p for p in r.problems), r.problems
 
 
 def test_changed_metadata_does_not_change_the_grading(graded):
-    assert graded[0]["changed_metadata"].score == 16
+    r = graded[0]["changed_metadata"]
+    assert r.score == 16
+    assert any("l1_loss" in p and "metadata changed" in p for p in r.problems), r.problems
 
 
 def test_grades_csv_has_a_row_per_student_with_status(graded):

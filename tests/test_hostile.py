@@ -1,0 +1,341 @@
+"""The hostile corpus: one class of honest and hostile losses submissions, graded by the runner.
+
+Every hostile submission must score exactly what its honest content earns:
+either the honest notebook's points with the cells it destroyed costed, or
+the points of its *twin*, an honest submission with the same (wrong) code and
+no attack, graded in the same class. No honest submission may change, no
+secret may reach a result, no file may appear outside the sandbox, and no
+process may outlive the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder.course import course_root, release_notebook, source_notebook
+from autograder.grading import grade_class
+from autograder.sandbox import UID_SLOTS, Limits
+from tests.test_runner import STEM, _append_to, _notebook_with, _solution_cell, _write
+
+LIMITS = Limits(cell_timeout=3, check_timeout=20, memory_bytes=1 << 30, max_processes=32)
+TOKEN = f"hostile-{os.getpid()}-{int(time.time())}"  # names of files a submission tries to write
+SECRET = f"planted secret {os.urandom(8).hex()}"  # content of a file it tries to read
+ROOT = course_root()
+SOLUTION = source_notebook(STEM)
+
+WRONG_L1 = "def l1_loss(input, target, reduction='mean'):\n    return input.sum() * 0"
+ABS_MSE = ("def mse_loss(input, target, reduction='mean'):\n"
+           "    return apply_reduction((input - target).abs(), reduction)")
+
+
+def _new_cell(code: str, after: str | None = None):
+    """Insert a code cell after the solution cell `after` (None: at the end)."""
+    def edit(nb):
+        cell = {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None}
+        where = len(nb["cells"]) if after is None else nb["cells"].index(_solution_cell(nb, after)) + 1
+        nb["cells"].insert(where, cell)
+    return edit
+
+
+def _both(*edits):
+    def edit(nb):
+        for e in edits:
+            e(nb)
+    return edit
+
+
+def _exfiltrate(paths_expr: str) -> str:
+    """Cell code: read each path; raise with whatever was read (the solution part first)."""
+    return f"""
+import os
+found = []
+for p in {paths_expr}:
+    try:
+        with open(p, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace')
+        i = max(text.find('BEGIN SOLUTION'), 0)
+        found.append((p, 'READ ' + text[i:i + 300]))
+    except OSError as e:
+        found.append((p, type(e).__name__))
+raise RuntimeError(repr(found))
+"""
+
+
+def _secret_lines() -> list[str]:
+    """Code lines of the reference solutions that the released exercise does not contain."""
+    released = release_notebook(STEM).read_text()
+    lines, inside = [], False
+    for cell in json.loads(SOLUTION.read_text())["cells"]:
+        for line in "".join(cell["source"]).splitlines():
+            if "BEGIN SOLUTION" in line or "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END SOLUTION" in line or "END HIDDEN TESTS" in line:
+                inside = False
+            elif inside and len(line.strip()) >= 25 and line.strip() not in released:
+                lines.append(line.strip())
+    assert lines
+    return lines
+
+
+def _sandbox_processes() -> list[int]:
+    """Live processes running as one of the children's uids."""
+    uids = range(LIMITS.uid_base, LIMITS.uid_base + UID_SLOTS)
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        uid_line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
+        state = next((ln for ln in status.splitlines() if ln.startswith("State:")), "")
+        if uid_line and int(uid_line.split()[1]) in uids and "zombie" not in state:
+            found.append(int(d.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    subs, out = tmp / "submitted", tmp / "out"
+    out.mkdir()
+    (out / "secret.txt").write_text(SECRET)
+    honest = json.loads(SOLUTION.read_text())
+    write_targets = [out / "hacked.txt", out / "results" / STEM / "honest.json", Path(f"/tmp/{TOKEN}.txt"),
+                     ROOT / f"{TOKEN}.txt", subs / "honest" / STEM / f"{STEM}.ipynb", Path(f"/var/tmp/{TOKEN}"),
+                     Path(f"/dev/shm/{TOKEN}")]
+    grader_pid = os.getpid()
+    kill_all = ("\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    out.append(type(e).__name__)"
+                if os.geteuid() == 0 else "")  # -1: every process its uid may signal
+
+    s = {  # student -> notebook
+        "honest": honest,
+        "honest_2": honest,
+        "twin_wrong_l1": _notebook_with(_append_to("l1_loss", WRONG_L1)),
+        "twin_abs_mse": _notebook_with(_append_to("mse_loss", ABS_MSE)),
+        # a cell that ends the process, exits, or never ends
+        "os_exit": _notebook_with(_append_to("mse_loss", "import os; os._exit(3)")),
+        "sys_exit": _notebook_with(_append_to("mse_loss", "import sys; sys.exit(0)")),
+        "swallows_interrupts": _notebook_with(_append_to("mse_loss", (
+            "import signal\nfor s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):\n"
+            "    signal.signal(s, signal.SIG_IGN)\n"
+            "while True:\n    try:\n        pass\n    except BaseException:\n        pass"))),
+        # fooling the comparison
+        "patches_torch_comparisons": _notebook_with(_append_to("l1_loss", WRONG_L1 + (
+            "\nimport torch\ntorch.testing.assert_close = lambda *a, **k: None\n"
+            "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
+            "torch.isclose = lambda a, b, *r, **k: torch.ones_like(a, dtype=torch.bool)\n"
+            "torch.Tensor.__eq__ = lambda self, other: True"))),
+        "patches_the_checker": _notebook_with(_append_to("l1_loss", WRONG_L1 + (
+            "\nimport autograder.compare, autograder.grading, autograder.results\n"
+            "autograder.compare.decide_case = lambda case, *a, **k: autograder.compare.CaseVerdict(case.label, True)\n"
+            "autograder.compare.compare_answers = lambda *a, **k: None\n"
+            "autograder.compare.compare_value = lambda *a, **k: None\n"
+            "autograder.grading.Grader.decide = lambda self, name, answers: None\n"
+            "autograder.results.score_of = lambda passed, total, max_points: max_points"))),
+        "borrows_the_reference": _notebook_with(_append_to("l1_loss", WRONG_L1 + (
+            "\nfrom autograder.reference import reference_namespace\n"
+            "l1_loss = reference_namespace('losses')['l1_loss']"))),
+        "liar_tensor": _notebook_with(_append_to("mse_loss", (
+            "import torch\nclass Liar(torch.Tensor):\n"
+            "    def __eq__(self, other):\n        return True\n"
+            "    def __ne__(self, other):\n        return False\n"
+            "    @classmethod\n"
+            "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+            "        if getattr(func, '__name__', '') in ('allclose', 'equal', 'isclose', 'eq', '__eq__'):\n"
+            "            return True\n"
+            "        return super().__torch_function__(func, types, args, kwargs or {})\n"
+            + ABS_MSE + ".as_subclass(Liar)"))),
+        "stateful": _notebook_with(_append_to("l1_loss", (
+            "_calls = [0]\n_first = l1_loss\n"
+            "def l1_loss(input, target, reduction='mean'):\n"
+            "    _calls[0] += 1\n"
+            "    return _first(input, target, reduction) if _calls[0] == 1 else input.sum() * 0"))),
+        # hooks that would erase the cells after them (and the hidden tests, under a kernel)
+        "ipython_hooks": _notebook_with(_new_cell(
+            "import builtins\nip = get_ipython()\n"
+            "def erase(*a, **k):\n    globals().clear()\n"
+            "ip.events.register('pre_run_cell', erase)\nip.events.register('post_run_cell', erase)\n"
+            "ip.input_transformers_cleanup.append(lambda lines: [])\n"
+            "ip.input_transformers_post.append(lambda lines: [])\n"
+            "builtins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None", after="setup")),
+        # resources
+        "memory_bomb": _notebook_with(_new_cell(
+            "def bomb():\n    chunks = []\n    while True:\n        chunks.append(bytearray(1 << 26))\nbomb()")),
+        "fork_bomb": _notebook_with(_new_cell(
+            "import os, time\nn = 0\ntry:\n    while n < 100000:\n        if os.fork() == 0:\n"
+            "            time.sleep(600)\n            os._exit(0)\n        n += 1\n"
+            "except OSError as e:\n    raise RuntimeError(f'fork bomb stopped after {n} forks: {e}')\n"
+            "raise RuntimeError(f'fork bomb NOT stopped after {n} forks')")),
+        "flood": _notebook_with(_append_to("l1_loss", (
+            "import os, sys\nprint('x' * 100_000_000)\nsys.stderr.write('z' * 20_000_000)\n"
+            "os.write(1, b'y' * 20_000_000)\nfor i in range(100000):\n    print(i, 'flood')"))),
+        "flips_torch_flags": _notebook_with(_new_cell(
+            "import torch\ntorch.set_default_dtype(torch.float64)\n"
+            "torch.backends.cuda.matmul.allow_tf32 = True\ntorch.backends.cudnn.allow_tf32 = True\n"
+            "torch.backends.cudnn.benchmark = True\ntorch.backends.cudnn.deterministic = False\n"
+            "torch.set_float32_matmul_precision('medium')\ntorch.set_num_threads(2)\ntorch.manual_seed(1234)\n"
+            "torch.use_deterministic_algorithms(True)\ntorch.set_flush_denormal(True)\n"
+            "torch.set_grad_enabled(False)\ntorch.set_default_device('meta')")),
+        # secrets and the file system
+        "reads_solutions": _notebook_with(_new_cell(_exfiltrate(
+            f"[{str(SOLUTION)!r}, os.path.relpath({str(SOLUTION)!r}, os.getcwd()),"
+            f" '../' * 12 + {str(SOLUTION)!r}.lstrip('/'),"
+            f" os.path.join(os.path.dirname(os.path.dirname(__import__('autograder').__file__)),"
+            f" 'solutions', 'losses', 'losses.ipynb'),"
+            f" '/proc/{grader_pid}/root{SOLUTION}', '/proc/{grader_pid}/cwd/solutions/losses/losses.ipynb',"
+            f" {str(ROOT / '.git' / 'HEAD')!r}]"), after="setup")),
+        "reads_gradebook_and_output": _notebook_with(_new_cell(_exfiltrate(
+            f"[{str(ROOT / 'gradebook.db')!r}, {str(out / 'secret.txt')!r},"
+            f" {str(subs / 'honest' / STEM / (STEM + '.ipynb'))!r}]"), after="setup")),
+        "writes_outside_scratch": _notebook_with(_new_cell(
+            f"done = []\nfor p in {[str(t) for t in write_targets]!r}:\n"
+            "    try:\n        with open(p, 'w') as f:\n            f.write('pwned')\n        done.append((p, 'WROTE'))\n"
+            "    except OSError as e:\n        done.append((p, type(e).__name__))\n"
+            "raise RuntimeError(repr(done))", after="setup")),
+        "attacks_the_grader": _notebook_with(_new_cell(
+            f"import os, signal, socket\nout = []\nfor pid in ({grader_pid}, os.getppid() or {grader_pid}):\n"
+            "    try:\n        os.kill(pid, signal.SIGKILL)\n        out.append((pid, 'KILLED'))\n"
+            "    except OSError as e:\n        out.append((pid, type(e).__name__))\n"
+            "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    out.append('NETWORK')\n"
+            "except OSError as e:\n    out.append(type(e).__name__)" + kill_all + "\nraise RuntimeError(repr(out))")),
+    }
+    for student, nb in s.items():
+        _write(subs, student, nb)
+    before = hashlib.sha256((subs / "honest" / STEM / f"{STEM}.ipynb").read_bytes()).hexdigest()
+    results = grade_class(STEM, submissions=subs, out=out, device="cpu", jobs=2, progress=False, limits=LIMITS)
+    after = hashlib.sha256((subs / "honest" / STEM / f"{STEM}.ipynb").read_bytes()).hexdigest()
+    yield {r.student_id: r for r in results}, out, write_targets, before == after
+    for t in write_targets:  # in case the sandbox failed: leave nothing behind
+        if TOKEN in str(t) and t.exists():
+            t.unlink()
+
+
+def _points(result) -> dict[str, float]:
+    return {c.name: c.points for c in result.checks}
+
+
+# student -> (twin, or None for the honest notebook; checks the attack itself costs)
+EXPECTED = {
+    "os_exit": (None, {"mse_loss": 0}),  # the cell that killed the child is lost, and with it mse_loss
+    "sys_exit": (None, {}),
+    "swallows_interrupts": (None, {"mse_loss": 0}),  # the cell never ends: lost
+    "patches_torch_comparisons": ("twin_wrong_l1", {}),
+    "patches_the_checker": ("twin_wrong_l1", {}),
+    "borrows_the_reference": ("twin_wrong_l1", {}),
+    "liar_tensor": ("twin_abs_mse", {}),
+    "stateful": ("twin_wrong_l1", {}),
+    "ipython_hooks": (None, {}),
+    "memory_bomb": (None, {}),
+    "fork_bomb": (None, {}),
+    "flood": (None, {}),
+    "flips_torch_flags": (None, {}),
+    "reads_solutions": (None, {}),
+    "reads_gradebook_and_output": (None, {}),
+    "writes_outside_scratch": (None, {}),
+    "attacks_the_grader": (None, {}),
+}
+
+
+def test_the_corpus_is_large_enough():
+    assert len(EXPECTED) >= 15
+
+
+def test_honest_submissions_get_full_marks(corpus):
+    results = corpus[0]
+    for student in ("honest", "honest_2"):
+        assert results[student].score == results[student].max_score == 16, results[student].problems
+        assert results[student].problems == []
+
+
+def test_twins_lose_exactly_their_wrong_function(corpus):
+    results = corpus[0]
+    assert _points(results["twin_wrong_l1"])["l1_loss"] == 0
+    assert _points(results["twin_abs_mse"])["mse_loss"] == 0
+    assert results["twin_abs_mse"].score == 15
+
+
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_hostile_submission_scores_what_its_honest_content_earns(corpus, student):
+    results = corpus[0]
+    twin, lost = EXPECTED[student]
+    expected = {**_points(results[twin or "honest"]), **lost}
+    assert _points(results[student]) == expected, results[student].problems
+
+
+def test_the_comparison_is_made_by_the_grader_not_the_student(corpus):
+    """Patched comparisons, a patched checker and a lying tensor change nothing: same verdicts as the twin."""
+    results = corpus[0]
+    for student, twin in (("patches_torch_comparisons", "twin_wrong_l1"), ("liar_tensor", "twin_abs_mse")):
+        ours = {c.name: [v.passed for v in c.cases] for c in results[student].checks}
+        theirs = {c.name: [v.passed for v in c.cases] for c in results[twin].checks}
+        assert ours == theirs
+
+
+def test_exits_and_endless_loops_are_reported(corpus):
+    results = corpus[0]
+    assert any("exit code 3" in p for p in results["os_exit"].problems)
+    assert any("SystemExit" in p for p in results["sys_exit"].problems)
+    assert any("did not finish within 3 s" in p for p in results["swallows_interrupts"].problems)
+
+
+def test_memory_and_fork_bombs_hit_their_limits(corpus):
+    results = corpus[0]
+    assert any("MemoryError" in p for p in results["memory_bomb"].problems), results["memory_bomb"].problems
+    bomb = next(p for p in results["fork_bomb"].problems if "fork bomb" in p)
+    assert "stopped after" in bomb and "Resource temporarily unavailable" in bomb, bomb
+    if os.geteuid() == 0:  # the child runs as a fresh uid: RLIMIT_NPROC counts its processes only
+        forks = int(bomb.split("stopped after ")[1].split()[0])
+        assert forks < LIMITS.max_processes
+
+
+def test_no_process_outlives_the_run(corpus):
+    if os.geteuid() != 0:
+        pytest.skip("children keep the grader's uid when it is not root")
+    deadline = time.monotonic() + 5
+    while _sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sandbox_processes() == []
+
+
+def test_secrets_stay_out_of_reach(corpus):
+    results, out, _, _ = corpus
+    text = "\n".join(p.read_text() for p in (out / "results").rglob("*.json")) + (out / "grades.csv").read_text()
+    for line in _secret_lines():
+        assert line not in text, f"solution line leaked: {line}"
+    assert SECRET not in text and "SQLite format" not in text and "READ " not in text
+    problems = " ".join(results["reads_solutions"].problems)
+    assert "FileNotFoundError" in problems or "PermissionError" in problems, problems
+
+
+def test_nothing_is_written_outside_the_scratch_directory(corpus):
+    results, out, targets, honest_unchanged = corpus
+    for t in targets:
+        if TOKEN in str(t) or t.name == "hacked.txt":
+            assert not t.exists(), f"a submission wrote {t}"
+    assert honest_unchanged
+    honest = json.loads((out / "results" / STEM / "honest.json").read_text())
+    assert honest["score"] == 16
+    assert results["writes_outside_scratch"].score == 16
+
+
+def test_the_grader_survives_and_the_network_is_closed(corpus):
+    results = corpus[0]
+    problems = " ".join(results["attacks_the_grader"].problems)
+    assert "KILLED" not in problems, problems
+    if os.geteuid() == 0:
+        assert "NETWORK" not in problems, problems
+
+
+def test_floods_are_cut(corpus):
+    results, out, _, _ = corpus
+    assert results["flood"].score == 16
+    assert (out / "results" / STEM / "flood.json").stat().st_size < 200_000
+
+
+def test_ipython_hooks_do_not_erase_later_cells(corpus):
+    assert corpus[0]["ipython_hooks"].score == 16

@@ -235,20 +235,49 @@ def secret_paths(course_root: Path | None, *extra) -> list[str]:
 
 
 # -- the zygote ------------------------------------------------------------------
+# Run by the zygote before anything else: a user namespace can only be entered by a
+# single-threaded process, and importing torch starts a thread. Not root, the zygote
+# becomes PID 1 of a PID namespace owned by its user namespace (so that it may
+# give each child a PID namespace of its own); this bootstrap process waits for it.
+_BOOTSTRAP = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: it goes when the grader goes
+if sys.argv[2] == "isolate" and os.geteuid() != 0:
+    uid, gid = os.geteuid(), os.getegid()
+    pidns = libc.unshare(0x10000000 | 0x20000000) == 0  # CLONE_NEWUSER | CLONE_NEWPID
+    if pidns or libc.unshare(0x10000000) == 0:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        os.environ["AUTOGRADER_USERNS"] = "ok"
+        if pidns:
+            pid = os.fork()
+            if pid:
+                os.close(0)
+                os.close(int(sys.argv[1]))
+                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                os._exit(code if code >= 0 else 128 - code)
+            libc.prctl(1, 9, 0, 0, 0)
+    else:
+        os.environ["AUTOGRADER_USERNS"] = "unshare(CLONE_NEWUSER): " + os.strerror(ctypes.get_errno())
+from autograder.sandbox import zygote_main
+zygote_main()
+"""
+
+
 def _isolate_zygote(hide: list[str]) -> tuple[str, str]:
     """(mode, warning). mode: 'root' (namespaces and a uid per child), 'userns'
-    (namespaces in a user namespace) or 'rlimits' (resource limits only)."""
-    uid, gid = os.geteuid(), os.getegid()
+    (namespaces in a user namespace, entered by _BOOTSTRAP) or 'rlimits' (resource limits only)."""
+    userns = os.environ.pop("AUTOGRADER_USERNS", None)
     try:
-        if uid == 0:
-            _unshare(CLONE_NEWNS | CLONE_NEWNET)
+        if userns is None and os.geteuid() == 0:
             mode = "root"
-        else:
-            _unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
+        elif userns == "ok":
             mode = "userns"
+        else:
+            raise OSError(userns or "not root and no user namespace")
+        _unshare(CLONE_NEWNS | CLONE_NEWNET)
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         blank = _blank_file()
         for path in hide:
@@ -276,6 +305,8 @@ class _Zygote:
         self.checks = load_checks(self.stem)
         _warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
         self.pristine = _snapshot()
+        # a root grader runs children as a uid of their own, with or without namespaces
+        self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
         self.mode, self.warning = (_isolate_zygote(cfg["hide"]) if self.limits.isolate
                                    else ("rlimits", ""))
         self.pidns_fd = None
@@ -468,11 +499,11 @@ def _enter_child_sandbox(z: _Zygote, uid: int) -> str:
         import tempfile
 
         scratch = tempfile.mkdtemp(prefix="autograder-")
-    if z.mode == "root":
+    if z.drop_uid:
         os.chown(scratch, uid, uid)
     os.chdir(scratch)
     _apply_limits(limits, z.device)
-    if z.mode == "root":
+    if z.drop_uid:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -647,8 +678,7 @@ class Zygote:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from autograder.sandbox import zygote_main; zygote_main()",
-             str(theirs.fileno())],
+            [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno()), "isolate" if self.limits.isolate else "none"],
             stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
         theirs.close()
         self._lock = threading.Lock()

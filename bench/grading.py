@@ -1,0 +1,120 @@
+"""The class runner against `nbgrader autograde`, on the same submissions, in one run.
+
+1. N submissions of one chapter (copies of the source notebook; every fourth
+   one with an honest wrong answer, a catalogued mistake, so scores differ),
+   graded by `nbgrader autograde` (in a scratch course, as tests/nbgrader_course.py
+   does) and by the runner: time per notebook for each, the ratio, and the
+   scores, which must be identical check by check.
+2. A class of M copies graded by the runner: total time and time per notebook.
+
+Times are wall-clock (the machine's other load included) and CPU seconds of
+the grader and everything it started. `python -m bench grading [--n=20]
+[--class-size=500] [--jobs=2]` (options as --name=value: bench/__main__.py
+passes on only the arguments that start with a dash); exits 1 when the
+scores differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+STEM = "losses"
+
+# Honest wrong answers (catalogued mistakes of the losses checks), appended to their solution cell.
+WRONG = [
+    ("l1_loss", "def l1_loss(input, target, reduction='mean'):\n"
+                "    return apply_reduction((input - target) ** 2, reduction)"),
+    ("mse_loss", "def mse_loss(input, target, reduction='mean'):\n"
+                 "    return apply_reduction((input - target).abs(), reduction)"),
+    ("log_softmax", "def log_softmax(input, dim):\n"
+                    "    return input - input.amax(dim, keepdim=True)"),
+]
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
+    """n notebooks in the nbgrader layout folder/<student>/<stem>/<stem>.ipynb."""
+    nb = json.loads(source.read_text())
+    made = {}
+    for k in range(n):
+        student = f"student{k:04d}"
+        copy = json.loads(json.dumps(nb))
+        if k % 4 == 3:
+            grade_id, code = WRONG[(k // 4) % len(WRONG)]
+            cell = next(c for c in copy["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+            cell["source"] = "".join(cell["source"]) + "\n\n" + code + "\n"
+        path = folder / student / STEM / f"{STEM}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(copy, indent=1))
+        made[student] = path
+    return made
+
+
+def _runner(submissions: Path, out: Path, jobs: int):
+    from autograder.grading import grade_class
+
+    start, cpu = time.perf_counter(), _cpu()
+    results = grade_class(STEM, submissions=submissions, out=out, device="cpu", jobs=jobs, progress=False)
+    return results, time.perf_counter() - start, _cpu() - cpu
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench grading")
+    p.add_argument("--n", type=int, default=20, help="submissions graded by both nbgrader and the runner")
+    p.add_argument("--class-size", type=int, default=500, help="submissions in the runner-only class")
+    p.add_argument("--jobs", type=int, default=2, help="the runner's --jobs")
+    args = p.parse_args(argv)
+
+    from autograder.course import source_notebook
+    from tests.nbgrader_course import autograde, make_course
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
+    try:
+        root = make_course(tmp, STEM)
+        make_submissions(root / "submitted", args.n, source_notebook(STEM))
+        print(f"{args.n} {STEM} submissions ({sum(1 for k in range(args.n) if k % 4 == 3)} with a wrong answer); "
+              f"{os.cpu_count()} cores; wall-clock times include the machine's other load", flush=True)
+
+        start, cpu = time.perf_counter(), _cpu()
+        by_nbgrader = autograde(root, STEM)
+        nb_wall, nb_cpu = time.perf_counter() - start, _cpu() - cpu
+        print(f"nbgrader autograde : {nb_wall:7.2f} s  {nb_wall / args.n:7.3f} s/notebook  "
+              f"(CPU {nb_cpu / args.n:6.3f} s/notebook)", flush=True)
+
+        results, wall, cpu = _runner(root / "submitted", tmp / "out", args.jobs)
+        print(f"runner --jobs {args.jobs}    : {wall:7.2f} s  {wall / args.n:7.3f} s/notebook  "
+              f"(CPU {cpu / args.n:6.3f} s/notebook; start-up included)  "
+              f"ratio {nb_wall / wall:5.1f}x", flush=True)
+
+        differ = []
+        for r in results:
+            ours = {c.grade_id: c.points for c in r.checks}
+            theirs = {k: v for k, v in by_nbgrader.get(r.student_id, {}).items() if k in ours}
+            if ours != theirs:
+                differ.append(f"{r.student_id}: runner {ours} != nbgrader {theirs}")
+        scores = sorted({r.score for r in results})
+        print(f"scores             : {'identical' if not differ else 'DIFFERENT'} for {len(results)} students "
+              f"(distinct totals {scores})")
+        for line in differ:
+            print("  " + line)
+
+        big = tmp / "class"
+        make_submissions(big, args.class_size, source_notebook(STEM))
+        results, wall, cpu = _runner(big, tmp / "class-out", args.jobs)
+        per = wall / args.class_size
+        print(f"class of {args.class_size:<5d}     : {wall:7.2f} s  {per:7.3f} s/notebook  "
+              f"(CPU {cpu / args.class_size:6.3f} s/notebook)  ratio to nbgrader {nb_wall / args.n / per:5.1f}x  "
+              f"{'under' if wall < 60 else 'OVER'} a minute", flush=True)
+        return 1 if differ else 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

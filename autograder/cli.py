@@ -10,7 +10,9 @@ def _grade(args) -> int:
     from autograder.grading import grade_class
     from autograder.sandbox import Limits
 
-    limits = Limits(cell_timeout=args.cell_timeout, check_timeout=args.check_timeout)
+    gradebook = args.gradebook.removeprefix("sqlite:///") if args.gradebook and args.gradebook != "auto" else None
+    limits = Limits(cell_timeout=args.cell_timeout, check_timeout=args.check_timeout,
+                    hide=tuple(args.hide) + ((gradebook,) if gradebook else ()))
     results = grade_class(args.stem, submissions=Path(args.submissions), out=Path(args.out), device=args.device,
                           jobs=args.jobs, shard=args.shard, sandboxed=not args.no_sandbox, limits=limits)
     total = len(results)
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check-timeout", type=float, default=60.0, help="wall-clock seconds for one check")
     g.add_argument("--no-sandbox", action="store_true",
                    help="run submissions in this process (trusted code only; for debugging)")
+    g.add_argument("--hide", action="append", default=[], metavar="PATH",
+                   help="a file or folder the submissions may not see, beyond the course's solutions/, .git, "
+                        "*.db, --out and --submissions (e.g. another copy of the course); repeatable")
     _add_instructor_options(g)
     g.set_defaults(func=_grade)
 

@@ -82,6 +82,9 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
         else:
             rtol = atol = 0.0
             got_cmp, want_cmp = got, want
+        if want.is_floating_point() and bool(torch.isclose(got_cmp, want_cmp, rtol=rtol, atol=atol,
+                                                           equal_nan=True).all()):
+            return None  # what assert_close decides for these float64 tensors, without its overhead
         try:
             torch.testing.assert_close(got_cmp, want_cmp, rtol=rtol, atol=atol, equal_nan=True,
                                        check_device=False)

@@ -64,6 +64,7 @@ from autograder.notebook import Cell, code_to_run
 from autograder.probes import run_probe
 
 MAX_MESSAGE = 64 << 20  # bytes a child may send in one answer
+PIPELINE_BYTES = 64 << 10  # requests sent ahead of their replies (under a socket's buffer)
 UID_SLOTS = 4096  # children cycle through uid_base .. uid_base + UID_SLOTS - 1
 
 
@@ -759,6 +760,8 @@ class SandboxedSubmission:
         self.skip: set[int] = set()
         self.problems: list[str] = []
         self._reported: set[int] = set()
+        self._ahead: list[str] = []  # checks whose answers were asked for ahead (see prefetch)
+        self._replies = None
         self.pid = self.pidfd = self.conn = None
 
     def __enter__(self):
@@ -786,14 +789,14 @@ class SandboxedSubmission:
         return True
 
     def _kill(self) -> None:
+        self._ahead = []
         if self.pid is not None:
-            try:
-                if self.pidfd is not None:
-                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)  # the PID namespace goes with it
-                if self.zygote.mode == "rlimits":
-                    os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            for kill in (lambda: os.killpg(self.pid, signal.SIGKILL) if self._alive() else None,  # its group
+                         lambda: self.pidfd is not None and signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)):
+                try:  # with a PID namespace, the kernel then kills everything in it
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
             if self.pidfd is not None:
                 os.close(self.pidfd)
         if self.conn is not None:
@@ -831,11 +834,26 @@ class SandboxedSubmission:
             raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
 
     def _request(self, msg, timeout: float) -> dict:
-        try:
-            self.conn.send(msg)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the reply (EOF) says what happened
-        return self._receive(timeout)
+        return next(self._pipelined([msg], timeout))
+
+    def _pipelined(self, msgs: list, timeout: float):
+        """The replies to `msgs`, in order, each within `timeout`. Requests are sent
+        ahead of their replies (while under PIPELINE_BYTES, which the socket buffers),
+        so the child goes from one to the next without waiting for the grader.
+        Raises ChildLost at the first reply that does not come."""
+        payloads = [pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL) for m in msgs]
+        sent = outstanding = 0
+        for i in range(len(payloads)):
+            while sent < len(payloads) and (sent == i or outstanding + len(payloads[sent]) <= PIPELINE_BYTES):
+                try:
+                    self.conn.send_bytes(payloads[sent])
+                except (BrokenPipeError, ConnectionResetError, EOFError):
+                    pass  # the reply (EOF) says what happened
+                outstanding += len(payloads[sent])
+                sent += 1
+            reply = self._receive(timeout)
+            outstanding -= len(payloads[i])
+            yield reply
 
     def _run_cells(self) -> None:
         """Start a child and run the cells, skipping any that kill or hang it;
@@ -845,11 +863,11 @@ class SandboxedSubmission:
             self._spawn()
             if not self._run_student_cells():
                 continue
-            for grade_id, cell in self.visible.items():
-                if grade_id in self.visible_failures:
-                    continue
+            todo = [(g, c) for g, c in self.visible.items() if g not in self.visible_failures]
+            replies = self._pipelined([("visible", c.index, c.source) for _, c in todo], self.limits.cell_timeout)
+            for grade_id, _ in todo:
                 try:
-                    report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
+                    report = next(replies)
                 except ChildLost as lost:
                     self.visible_failures[grade_id] = f"your code {lost}"
                     break
@@ -860,11 +878,11 @@ class SandboxedSubmission:
 
     def _run_student_cells(self) -> bool:
         """True when every cell ran (or raised); False when one killed the child."""
-        for cell in self.code:
-            if cell.index in self.skip:
-                continue
+        todo = [c for c in self.code if c.index not in self.skip]
+        replies = self._pipelined([("cell", c.index, c.source) for c in todo], self.limits.cell_timeout)
+        for cell in todo:
             try:
-                report = self._request(("cell", cell.index, cell.source), self.limits.cell_timeout)
+                report = next(replies)
             except ChildLost as lost:
                 self.skip.add(cell.index)
                 self.problems.append(f"cell {cell.index} {lost}; graded without that cell")
@@ -878,11 +896,25 @@ class SandboxedSubmission:
                 self.problems.append(f"cell {cell.index} raised {report.get('error')}")
         return True
 
-    def answer(self, check, cases: list[Case]) -> list[dict]:
+    def prefetch(self, checks: list) -> None:
+        """Ask for the answers of `checks` at once; `answer` then takes them in this order."""
         if not self._alive():
             self._run_cells()
+        self._ahead = [c.name for c in checks]
+        self._replies = self._pipelined([("answer", name) for name in self._ahead], self.limits.check_timeout)
+
+    def answer(self, check, cases: list[Case]) -> list[dict]:
+        if self._ahead and self._ahead[0] == check.name and self._alive():
+            self._ahead.pop(0)
+            replies = self._replies
+        else:
+            if self._ahead:  # asked out of order: the child still owes the answers asked ahead
+                self._kill()
+            if not self._alive():
+                self._run_cells()
+            replies = self._pipelined([("answer", check.name)], self.limits.check_timeout)
         try:
-            reply = self._request(("answer", check.name), self.limits.check_timeout)
+            reply = next(replies)
         except ChildLost as lost:
             self._kill()
             self.problems.append(f"check {check.name}: your code {lost}")

@@ -155,6 +155,9 @@ def corpus(tmp_path_factory):
             "def l1_loss(input, target, reduction='mean'):\n"
             "    _calls[0] += 1\n"
             "    return _first(input, target, reduction) if _calls[0] == 1 else input.sum() * 0"))),
+        "raises_a_cuda_error": _notebook_with(_append_to("mse_loss", (
+            "def mse_loss(input, target, reduction='mean'):\n"
+            "    raise RuntimeError('CUDA error: device-side assert triggered')"))),
         # hooks that would erase the cells after them (and the hidden tests, under a kernel)
         "ipython_hooks": _notebook_with(_new_cell(
             "import builtins\nip = get_ipython()\n"
@@ -229,6 +232,7 @@ EXPECTED = {
     "borrows_the_reference": ("twin_wrong_l1", {}),
     "liar_tensor": ("twin_abs_mse", {}),
     "stateful": ("twin_wrong_l1", {}),
+    "raises_a_cuda_error": (None, {"mse_loss": 0}),  # and the checks after it run in a new child
     "ipython_hooks": (None, {}),
     "memory_bomb": (None, {}),
     "fork_bomb": (None, {}),
@@ -281,6 +285,11 @@ def test_exits_and_endless_loops_are_reported(corpus):
     assert any("exit code 3" in p for p in results["os_exit"].problems)
     assert any("SystemExit" in p for p in results["sys_exit"].problems)
     assert any("did not finish within 3 s" in p for p in results["swallows_interrupts"].problems)
+
+
+def test_a_cuda_error_recycles_the_child(corpus):
+    r = corpus[0]["raises_a_cuda_error"]
+    assert any("a CUDA error; the next check ran in a new process" in p for p in r.problems), r.problems
 
 
 def test_memory_and_fork_bombs_hit_their_limits(corpus):

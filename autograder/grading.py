@@ -9,8 +9,10 @@ wire format, so both give the same score.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Protocol
 import torch
 
 from autograder.checks import Case, Check, load_checks
+from autograder.execute import run_cell
 from autograder.compare import CaseVerdict, decide_case
 from autograder.probes import from_bytes, run_probe, to_bytes
 from autograder.course import source_notebook
@@ -60,6 +63,25 @@ def pin_torch_flags() -> None:
         torch.cuda.manual_seed_all(0)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+_VISIBLE_LOCK = threading.Lock()
+
+
+def _names(source: str) -> set[str]:
+    """Every global name a cell's code (nested functions and comprehensions included) uses."""
+    from autograder.execute import to_python
+
+    try:
+        code = compile(to_python(source), "<visible>", "exec")
+    except SyntaxError:
+        return set()
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        found.update(c.co_names)
+        todo.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+    return found
 
 
 def resolve_device(device: str) -> str:
@@ -131,6 +153,12 @@ class Grader:
         ns = reference_namespace(stem)
         self.visible = visible_tests(stem)
         self.source_cells = read_cells(source_notebook(stem))
+        # Visible tests the grader runs itself, the graded functions called in the sandbox:
+        # those that name no graded class (a class cannot be called across the boundary).
+        self._reference = ns
+        self.function_targets = sorted(c.target for c in self.checks.values() if inspect.isfunction(ns[c.target]))
+        classes = {c.target for c in self.checks.values()} - set(self.function_targets)
+        self.visible_here = {g for g, cell in self.visible.items() if not (_names(cell.source) & classes)}
         self.prepared: dict[str, _Prepared] = {}
         for name, check in self.checks.items():
             impl = ns[check.target]
@@ -169,6 +197,29 @@ class Grader:
             result.points = 0.0
             result.note = f"the visible tests in this check's cell failed: {failure}"
         return result
+
+    def run_visible_tests(self, sub) -> None:
+        """The visible tests of each check cell (as nbgrader, a check whose visible tests
+        raise scores 0), decided here: the test code runs in this process with the source's
+        helpers and torch, and only the graded functions run in the sandbox (`sub.call`).
+        A test that needs to pass something else across (a module) runs in the child."""
+        from autograder.sandbox import RemoteFunction, Unproxyable
+
+        for grade_id, cell in self.visible.items():
+            if grade_id not in self.visible_here:
+                continue
+            ns = dict(self._reference)
+            ns.update({t: RemoteFunction(sub, t) for t in self.function_targets})
+            with _VISIBLE_LOCK:  # the test seeds and draws from torch's global generator
+                pin_torch_flags()
+                outcome = run_cell(cell, ns)
+                pin_torch_flags()
+            if outcome.ok:
+                continue
+            if outcome.error.startswith(Unproxyable.__name__):
+                sub.visible_in_child(grade_id, cell)
+            else:
+                sub.visible_failures[grade_id] = outcome.error.replace("RemoteError", "your code raised", 1)
 
     def grade(self, executor: Executor) -> list[CheckResult]:
         if hasattr(executor, "prefetch"):  # the sandbox computes the answers while this decides
@@ -226,8 +277,10 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
                 if own:
                     zygote = start_zygote(grader, limits=limits, hide=[str(folder)])
                 try:
+                    in_child = {g: c for g, c in grader.visible.items() if g not in grader.visible_here}
                     with SandboxedSubmission(zygote, cells, check_ids={c.grade_id for c in grader.checks.values()},
-                                             visible=grader.visible, limits=limits) as sub:
+                                             visible=in_child, limits=limits) as sub:
+                        grader.run_visible_tests(sub)
                         result.checks = grader.grade(sub)
                         result.problems.extend(sub.problems)
                 finally:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import io
 import json
 import os
 import pickle
@@ -538,6 +537,7 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
 
     pin_torch_flags()
     ns = new_namespace()
+    calls: dict[int, tuple] = {}  # call id -> (leaves, differentiable outputs), for "vjp"
     send = conn.send_bytes
     send(_json({"kind": "ready"}))
     while True:
@@ -555,6 +555,10 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
                     run_cell(Cell(-1 - k, "code", helper), where)
             outcome = run_cell(Cell(index, "code", source), where)
             send(_json({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
+        elif msg[0] == "call":  # a visible test, run by the grader, calls a graded function
+            send(_remote_call(z, ns, calls, msg[1], msg[2], *_unpack_args(msg[3])))
+        elif msg[0] == "vjp":  # ... and back-propagates through what it returned
+            send(_remote_vjp(calls, *msg[1:]))
         elif msg[0] == "answer":
             name = msg[1]
             _reset(z)
@@ -573,6 +577,140 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
                 send(_json({"kind": "unpackable", "error": f"{type(exc).__name__}: {exc}"}))
         else:
             os._exit(0)
+
+
+def _remote_call(z: _Zygote, ns: dict, calls: dict, call_id: int, name: str, args: tuple, kwargs: dict) -> bytes:
+    """Call the graded function `name`; reply with its outputs as plain tensors (packed like answers)."""
+    fn = ns.get(name)
+    leaves = [t for t in _tensors_in((args, kwargs)) if t.requires_grad]
+    _reset(z)
+    try:
+        if fn is None:
+            raise NameError(f"name {name!r} is not defined")
+        out = fn(*args, **kwargs)
+        kind = "tuple" if isinstance(out, tuple) else "list" if isinstance(out, list) else "one"
+        items = list(out) if kind != "one" else [out]
+        values, grad = {}, []
+        for k, v in enumerate(items):
+            if isinstance(v, torch.Tensor):
+                if v.requires_grad and leaves:
+                    grad.append(k)
+                values[str(k)] = v.detach().as_subclass(torch.Tensor)
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                values[str(k)] = v
+            else:
+                raise Unproxyable(f"returned a {type(v).__name__}")
+        calls[call_id] = (leaves, [items[k] for k in grad])
+        reply = {"values": values, "kind": kind, "n": len(items), "grad": grad, "error": None}
+    except Unproxyable as exc:
+        reply = {"values": {}, "unproxyable": str(exc), "error": None}
+    except BaseException as exc:  # noqa: BLE001 - the student's exception is the visible test's
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        from autograder.probes.core import _describe_exception
+
+        reply = {"values": {}, "error": _describe_exception(exc), "exception": type(exc).__name__}
+    return _pack_answers([reply])
+
+
+def _remote_vjp(calls: dict, call_id: int, grads: list) -> bytes:
+    leaves, outputs = calls.get(call_id, ([], []))
+    try:
+        got = torch.autograd.grad(outputs, leaves, grads, allow_unused=True, retain_graph=True)
+        reply = {"values": {str(k): g.detach().as_subclass(torch.Tensor) for k, g in enumerate(got)
+                            if g is not None}, "error": None}
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        reply = {"values": {}, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    return _pack_answers([reply])
+
+
+class Unproxyable(Exception):
+    """An argument or result a visible test cannot get across (a module, a function...):
+    that visible test runs in the child instead."""
+
+
+
+class RemoteError(Exception):
+    """The graded function raised in the child (or the child was lost); the message says what."""
+
+
+class RemoteFunction:
+    """Stands in for a graded function in a visible test the grader runs itself."""
+
+    def __init__(self, sub: "SandboxedSubmission", name: str):
+        self.sub, self.__name__ = sub, name
+
+    def __call__(self, *args, **kwargs):
+        return self.sub.call(self.__name__, args, kwargs)
+
+
+class _RemoteGrad(torch.autograd.Function):
+    """Outputs computed in the child, differentiable in the grader: backward asks the child."""
+
+    @staticmethod
+    def forward(ctx, link, *inputs):
+        ctx.link = link
+        return tuple(t.clone() for t in link["outputs"])
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        outs = ctx.link["outputs"]
+        grads = [g if g is not None else torch.zeros_like(o) for g, o in zip(grad_outputs, outs)]
+        return (None, *ctx.link["vjp"](grads))
+
+
+def _pack_args(args: tuple, kwargs: dict) -> bytes:
+    """A call's arguments for the child: flat tensors and plain values in the answers'
+    format (fast); anything nested as a pickle (the grader's own, read by the child)."""
+    flat = {f"a{k}": v for k, v in enumerate(args)} | {f"k{k}": v for k, v in kwargs.items()}
+    if all(type(v) is torch.Tensor or v is None or isinstance(v, (bool, int, float, str)) for v in flat.values()):
+        grad = [k for k, v in flat.items() if type(v) is torch.Tensor and v.requires_grad]
+        return _pack_answers([{"values": flat, "grad": grad}])
+    copy = (lambda t: t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t)
+    return b"P" + pickle.dumps((_map(copy, args), _map(copy, kwargs)))
+
+
+def _unpack_args(data: bytes) -> tuple[tuple, dict]:
+    if data[:1] == b"P":
+        return pickle.loads(data[1:])
+    a = from_child(data)["answers"][0]
+    values = a["values"]
+    for k in a["grad"]:
+        values[k].requires_grad_(True)
+    args = tuple(values[k] for k in sorted((k for k in values if k[0] == "a"), key=lambda k: int(k[1:])))
+    return args, {k[1:]: v for k, v in values.items() if k[0] == "k"}
+
+
+def _map(fn, obj):
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(fn, v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _map(fn, v) for k, v in obj.items()}
+    return fn(obj)
+
+
+def _check_proxyable(obj) -> None:
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_proxyable(v)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_proxyable(k)
+            _check_proxyable(v)
+    elif not (obj is None or isinstance(obj, (bool, int, float, str, torch.dtype)) or type(obj) is torch.Tensor):
+        raise Unproxyable(f"an argument is a {type(obj).__name__}")
+
+
+def _tensors_in(obj) -> list:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors_in(v)]
+    return []
 
 
 def _reset(z: _Zygote, restore: bool = True) -> None:
@@ -609,15 +747,16 @@ def _json(obj: dict) -> bytes:
 
 
 def _pack_answers(answers: list[dict]) -> bytes:
-    """All tensors of one check's answers in one byte blob (one record for
-    torch.load), with an index of (dtype, shape, offset, size)."""
+    """Answers as JSON, their tensors' bytes in one blob after it, with an index of
+    (dtype, shape, offset, size). No pickle: the grader never runs an unpickler on
+    what a child sends (not even torch.load's weights_only one)."""
     index, parts, offset = [], [], 0
     packed = []
     for a in answers:
         values = {}
         for key, v in a.get("values", {}).items():
             if isinstance(v, torch.Tensor):
-                t = v.detach().contiguous().reshape(-1)
+                t = v.detach().cpu().contiguous().reshape(-1)
                 raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
                 pad = -offset % 16
                 if pad:
@@ -630,10 +769,9 @@ def _pack_answers(answers: list[dict]) -> bytes:
             else:
                 values[key] = v
         packed.append({**a, "values": values})
-    blob = torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8)
-    buf = io.BytesIO()  # the plain part as one JSON string: torch.load's safe unpickler is slow per object
-    torch.save({"meta": json.dumps({"kind": "answers", "answers": packed, "index": index}), "blob": blob}, buf)
-    return b"T" + buf.getvalue()
+    blob = torch.cat(parts).numpy().tobytes() if parts else b""
+    meta = json.dumps({"kind": "answers", "answers": packed, "index": index}).encode()
+    return b"R" + struct.pack("<Q", len(meta)) + meta + blob
 
 
 def _unpack_tensor(blob: torch.Tensor, entry) -> torch.Tensor:
@@ -651,14 +789,15 @@ def _unpack_tensor(blob: torch.Tensor, entry) -> torch.Tensor:
 
 
 def from_child(data: bytes) -> dict:
-    """A child's message, as plain data: JSON, or tensors loaded with weights_only=True."""
+    """A child's message, as plain data: JSON, and for answers JSON then the raw bytes of
+    its tensors, rebuilt as plain tensors of an allow-listed dtype, each inside the blob."""
     if data[:1] == b"J":
         obj = json.loads(data[1:])
-    elif data[:1] == b"T":
-        raw = torch.load(io.BytesIO(data[1:]), weights_only=True, map_location="cpu")
-        obj, blob = json.loads(raw["meta"]), raw["blob"]
-        if type(blob) is not torch.Tensor or blob.dtype != torch.uint8 or blob.dim() != 1:
-            raise ValueError("no blob")
+    elif data[:1] == b"R":
+        (size,) = struct.unpack("<Q", data[1:9])
+        obj = json.loads(data[9:9 + size])
+        rest = data[9 + size:]
+        blob = torch.frombuffer(bytearray(rest), dtype=torch.uint8) if rest else torch.empty(0, dtype=torch.uint8)
         tensors = [_unpack_tensor(blob, e) for e in obj["index"]]
         for a in obj["answers"]:
             a["values"] = {k: tensors[v["tensor"]] if isinstance(v, dict) else v for k, v in a["values"].items()}
@@ -771,6 +910,7 @@ class SandboxedSubmission:
         self.problems: list[str] = []
         self._reported: set[int] = set()
         self._ahead: list[str] = []  # checks whose answers were asked for ahead (see prefetch)
+        self._calls = 0  # remote calls made for visible tests
         self._replies = None
         self.pid = self.pidfd = self.conn = None
 
@@ -905,6 +1045,64 @@ class SandboxedSubmission:
                 self._reported.add(cell.index)
                 self.problems.append(f"cell {cell.index} raised {report.get('error')}")
         return True
+
+    def visible_in_child(self, grade_id: str, cell: Cell) -> None:
+        """Run one check cell's visible tests in the child (those the grader cannot run itself)."""
+        if not self._alive():
+            self._run_cells()
+        try:
+            report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
+        except ChildLost as lost:
+            self._kill()
+            self.visible_failures[grade_id] = f"your code {lost}"
+            return
+        if not report.get("ok"):
+            self.visible_failures[grade_id] = str(report.get("error"))
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        """Call the graded function `name` in the child, for a visible test the grader runs.
+        Tensors come back as plain tensors; an output that depends on inputs requiring
+        grad is wired into autograd, its backward computed by the child (`vjp`)."""
+        _check_proxyable((args, kwargs))
+        if not self._alive():
+            self._run_cells()
+        leaves = [t for t in _tensors_in((args, kwargs)) if t.requires_grad]
+        self._calls += 1
+        a = self._remote(("call", self._calls, name, _pack_args(args, kwargs)))
+        if a.get("unproxyable"):
+            raise Unproxyable(a["unproxyable"])
+        n, kind, grad = a.get("n"), a.get("kind"), a.get("grad")
+        items = [a["values"].get(str(k)) for k in range(n)] if isinstance(n, int) and 0 <= n <= 256 else None
+        if (items is None or kind not in ("one", "tuple", "list") or not isinstance(grad, list)
+                or any(not isinstance(k, int) or not 0 <= k < n or type(items[k]) is not torch.Tensor for k in grad)):
+            raise RemoteError("your function's result could not be read")
+        if grad and leaves:
+            cid = self._calls
+            outs = _RemoteGrad.apply({"outputs": [items[k] for k in grad],
+                                      "vjp": lambda gos: self._vjp(cid, gos, leaves)}, *leaves)
+            for k, o in zip(grad, outs):
+                items[k] = o
+        return items[0] if kind == "one" else tuple(items) if kind == "tuple" else items
+
+    def _vjp(self, cid: int, grad_outputs, leaves: list) -> list:
+        a = self._remote(("vjp", cid, [g.detach().clone() for g in grad_outputs]))
+        grads = [a["values"].get(str(k)) for k in range(len(leaves))]
+        return [g if type(g) is torch.Tensor else None for g in grads]
+
+    def _remote(self, msg) -> dict:
+        try:
+            reply = self._request(msg, self.limits.cell_timeout)
+        except ChildLost as lost:
+            self._kill()
+            raise RemoteError(f"your code {lost}") from None
+        answers = reply.get("answers")
+        if reply.get("kind") != "answers" or not isinstance(answers, list) or len(answers) != 1 \
+                or not isinstance(answers[0], dict) or not isinstance(answers[0].get("values"), dict):
+            self._kill()
+            raise RemoteError("your function's result could not be read")
+        if answers[0].get("error"):
+            raise RemoteError(str(answers[0]["error"]))
+        return answers[0]
 
     def prefetch(self, checks: list) -> None:
         """Ask for the answers of `checks` at once; `answer` then takes them in this order."""

@@ -137,6 +137,14 @@ def corpus(tmp_path_factory):
             "autograder.compare.compare_value = lambda *a, **k: None\n"
             "autograder.grading.Grader.decide = lambda self, name, answers: None\n"
             "autograder.results.score_of = lambda passed, total, max_points: max_points"))),
+        "patches_during_the_call": _notebook_with(_append_to("l1_loss", (
+            "def l1_loss(input, target, reduction='mean'):\n"
+            "    import torch, autograder.execute, autograder.sandbox\n"
+            "    torch.testing.assert_close = lambda *a, **k: None\n"
+            "    torch.allclose = lambda *a, **k: True\n"
+            "    ok = autograder.execute.CellOutcome\n"
+            "    autograder.sandbox.run_cell = lambda cell, ns: ok(cell.index, True)\n"
+            "    return input.sum() * 0"))),
         "borrows_the_reference": _notebook_with(_append_to("l1_loss", WRONG_L1 + (
             "\nfrom autograder.reference import reference_namespace\n"
             "l1_loss = reference_namespace('losses')['l1_loss']"))),
@@ -229,6 +237,7 @@ EXPECTED = {
     "swallows_interrupts": (None, {"mse_loss": 0}),  # the cell never ends: lost
     "patches_torch_comparisons": ("twin_wrong_l1", {}),
     "patches_the_checker": ("twin_wrong_l1", {}),
+    "patches_during_the_call": ("twin_wrong_l1", {}),  # patches made while the visible tests call it
     "borrows_the_reference": ("twin_wrong_l1", {}),
     "liar_tensor": ("twin_abs_mse", {}),
     "stateful": ("twin_wrong_l1", {}),

@@ -13,6 +13,7 @@ import pytest
 from autograder.course import source_notebook
 from autograder.grading import grade_class
 from autograder.sandbox import Limits
+from tests.conftest import ALL_STEMS
 
 STEM = "losses"
 
@@ -139,3 +140,30 @@ def test_shards_merge_into_one_grades_csv(tmp_path):
                     progress=False)
     rows = (tmp_path / "out" / "grades.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["a", "b", "c"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ALL_STEMS)
+def test_the_sandbox_and_a_kernel_agree_on_every_catalogued_mistake(stem, tmp_path):
+    """Each known-wrong answer, bound to its name by a last cell, scores the same check by check
+    (visible-test notes included) in the sandboxed runner, which runs the visible tests of function
+    exercises itself, and in-process, where they run in the namespace as in nbgrader's kernel."""
+    from autograder.checks import load_checks
+    from autograder.grading import Grader, grade_submission
+
+    subs = tmp_path / "submitted"
+    for name, check in load_checks(stem).items():
+        for m in check.mistakes:
+            bind = (f"from autograder.checks import load_checks as _lc\n{check.target} = "
+                    f"[m for m in _lc({stem!r})[{name!r}].mistakes if m.name == {m.name!r}][0].impl")
+            nb = json.loads(source_notebook(stem).read_text())
+            nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                                "source": bind})
+            d = subs / f"{name}--{m.name}" / stem
+            d.mkdir(parents=True)
+            (d / f"{stem}.ipynb").write_text(json.dumps(nb))
+    grader = Grader(stem, device="cpu")
+    for r in grade_class(stem, submissions=subs, out=tmp_path / "out", device="cpu", jobs=2, progress=False):
+        kernel = grade_submission(grader, r.student_id, subs / r.student_id / stem, sandboxed=False)
+        assert [(c.name, c.points, c.note is None) for c in r.checks] == \
+            [(c.name, c.points, c.note is None) for c in kernel.checks], r.student_id

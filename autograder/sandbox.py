@@ -22,12 +22,14 @@ Isolation (see docs/sandbox.md for what each layer does and does not stop):
   namespace, when it is not), and no_new_privs.
 
 Protocol (grader -> child: pickles the grader wrote itself; child -> grader:
-JSON, or `torch.save` bytes the grader loads with `weights_only=True`; never
-a pickle):
+JSON, or JSON followed by the raw bytes of plain tensors (`_pack_answers`,
+`from_child`): the grader never runs an unpickler on what a child sends):
 
-    ("cell", index, source)     -> {"kind": "cell", "ok", "error", "stdout"}
-    ("visible", index, source)  -> the same, for a check cell's visible tests (see _restore)
-    ("answer", check_name)      -> {"kind": "answers", "answers": [wire, ...]}
+    ("cell", index, source)        -> {"kind": "cell", "ok", "error", "stdout"}
+    ("visible", index, source)     -> the same, for a check cell's visible tests (see _restore)
+    ("call", id, name, arguments)  -> a graded function's outputs, for a visible test the grader runs
+    ("vjp", id, grad_outputs)      -> the gradients of that call's inputs
+    ("answer", check_name)         -> {"kind": "answers", "answers": [wire, ...]}
 
 The inputs of every check are in the zygote's memory, so a child gets them
 for free. Each request has a wall-clock limit. A cell that kills or hangs the

@@ -4,7 +4,9 @@
    one with an honest wrong answer, a catalogued mistake, so scores differ),
    graded by `nbgrader autograde` (in a scratch course, as tests/nbgrader_course.py
    does) and by the runner: time per notebook for each, the ratio, and the
-   scores, which must be identical check by check.
+   scores, which must be identical check by check. The runner's one-off
+   start-up (importing torch, the references) is measured on a class of one,
+   and the time per notebook after it is printed too.
 2. A class of M copies graded by the runner: total time and time per notebook.
 
 Times are wall-clock (the machine's other load included) and CPU seconds of
@@ -60,11 +62,12 @@ def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
     return made
 
 
-def _runner(submissions: Path, out: Path, jobs: int):
+def _runner(submissions: Path, out: Path, jobs: int, students: list[str] | None = None):
     from autograder.grading import grade_class
 
     start, cpu = time.perf_counter(), _cpu()
-    results = grade_class(STEM, submissions=submissions, out=out, device="cpu", jobs=jobs, progress=False)
+    results = grade_class(STEM, submissions=submissions, out=out, device="cpu", jobs=jobs, progress=False,
+                          students=students)
     return results, time.perf_counter() - start, _cpu() - cpu
 
 
@@ -91,10 +94,14 @@ def main(argv: list[str]) -> int:
         print(f"nbgrader autograde : {nb_wall:7.2f} s  {nb_wall / args.n:7.3f} s/notebook  "
               f"(CPU {nb_cpu / args.n:6.3f} s/notebook)", flush=True)
 
+        _, one, _ = _runner(root / "submitted", tmp / "out-1", args.jobs, students=["student0000"])
         results, wall, cpu = _runner(root / "submitted", tmp / "out", args.jobs)
         print(f"runner --jobs {args.jobs}    : {wall:7.2f} s  {wall / args.n:7.3f} s/notebook  "
               f"(CPU {cpu / args.n:6.3f} s/notebook; start-up included)  "
               f"ratio {nb_wall / wall:5.1f}x", flush=True)
+        per = (wall - one) / max(args.n - 1, 1)
+        print(f"  after start-up   : {one:7.2f} s to start and grade one; then {per:7.3f} s/notebook  "
+              f"ratio {nb_wall / args.n / per:5.1f}x", flush=True)
 
         differ = []
         for r in results:

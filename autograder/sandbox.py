@@ -771,9 +771,16 @@ def _pack_answers(answers: list[dict]) -> bytes:
             else:
                 values[key] = v
         packed.append({**a, "values": values})
-    blob = torch.cat(parts).numpy().tobytes() if parts else b""
+    blob = _raw_bytes(torch.cat(parts)) if parts else b""
     meta = json.dumps({"kind": "answers", "answers": packed, "index": index}).encode()
     return b"R" + struct.pack("<Q", len(meta)) + meta + blob
+
+
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    try:
+        return t.numpy().tobytes()
+    except (RuntimeError, ImportError):  # a torch without numpy
+        return bytes(t.tolist())
 
 
 def _unpack_tensor(blob: torch.Tensor, entry) -> torch.Tensor:

@@ -47,12 +47,14 @@ import pickle
 import re
 import resource
 import select
+import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -297,6 +299,21 @@ def _isolate_zygote(hide: list[str]) -> tuple[str, str]:
                            f"submissions can read and write what this user can: {how}")
 
 
+def _pid_namespaces_work() -> bool:
+    """Whether this process may give each child a PID namespace (unshare, fork, setns
+    back), tried in a throwaway process: a half-done attempt here would break every fork."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            _unshare(CLONE_NEWPID)
+            _setns(fd, CLONE_NEWPID)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
 class _Zygote:
     """The zygote's own state (inside the zygote process)."""
 
@@ -313,16 +330,13 @@ class _Zygote:
         self.mode, self.warning = (_isolate_zygote(cfg["hide"]) if self.limits.isolate
                                    else ("rlimits", ""))
         self.pidns_fd = None
-        if self.mode != "rlimits":
-            try:
-                self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
-                _unshare(CLONE_NEWPID)  # probe: the next fork would be an init
-                _setns(self.pidns_fd, CLONE_NEWPID)
-            except OSError:
-                self.pidns_fd = None
+        if self.mode != "rlimits" and _pid_namespaces_work():
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         self.statuses: dict[int, int] = {}
+        self.scratch: dict[int, str] = {}  # pid -> scratch folder, without namespaces (removed when reaped)
 
     def fork(self, fd: int, uid: int, ctl: socket.socket) -> int:
+        scratch = tempfile.mkdtemp(prefix="autograder-") if self.mode == "rlimits" else None
         if self.pidns_fd is not None:
             _unshare(CLONE_NEWPID)
         try:
@@ -332,16 +346,27 @@ class _Zygote:
                 _setns(self.pidns_fd, CLONE_NEWPID)
             raise
         if pid == 0:
-            code = 70
             try:
                 ctl.close()
-                _child_main(self, fd, uid)
-            except BaseException:  # noqa: BLE001 - set-up failed: tell the grader by the exit code
+                _child_main(self, fd, uid, scratch)
+            except BaseException:  # noqa: BLE001 - set-up failed: the grader sees exit code 70
                 pass
-            os._exit(code)
+            os._exit(70)
         if self.pidns_fd is not None:
             _setns(self.pidns_fd, CLONE_NEWPID)
+        if scratch:
+            self.scratch[pid] = scratch
         return pid
+
+    def clean_up(self) -> None:
+        """Without namespaces, children's scratch folders are real folders: remove them."""
+        for pid in list(self.scratch):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            shutil.rmtree(self.scratch.pop(pid), ignore_errors=True)
 
     def reap(self) -> None:
         while True:
@@ -352,6 +377,8 @@ class _Zygote:
             if pid == 0:
                 return
             self.statuses[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            if pid in self.scratch:
+                shutil.rmtree(self.scratch.pop(pid), ignore_errors=True)
 
 
 def _pristine_objects() -> list:
@@ -442,7 +469,8 @@ def zygote_main() -> None:
         if not ready:
             continue
         msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 2)
-        if not msg:
+        if not msg:  # the grader is done
+            z.clean_up()
             os._exit(0)
         req = pickle.loads(msg)
         if req[0] == "spawn":
@@ -489,11 +517,12 @@ def _drop_capabilities() -> None:
     _ok(_libc.capset(header, data), "capset")
 
 
-def _enter_child_sandbox(z: _Zygote, uid: int) -> str:
-    """Isolate this freshly forked child; returns its scratch directory."""
+def _enter_child_sandbox(z: _Zygote, uid: int, scratch: str | None) -> str:
+    """Isolate this freshly forked child; returns its scratch directory (made by
+    the zygote, which removes it, when there are no namespaces)."""
     limits = z.limits
-    scratch = "/tmp/work"
-    if z.mode != "rlimits":
+    if scratch is None:
+        scratch = "/tmp/work"
         _unshare(CLONE_NEWNS)
         _mount("none", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={limits.scratch_bytes},nr_inodes=16384,mode=1777")
@@ -503,10 +532,6 @@ def _enter_child_sandbox(z: _Zygote, uid: int) -> str:
             except OSError:
                 pass  # the host's /proc stays; the other processes are still out of reach
         os.mkdir(scratch, 0o700)
-    else:
-        import tempfile
-
-        scratch = tempfile.mkdtemp(prefix="autograder-")
     if z.drop_uid:
         os.chown(scratch, uid, uid)
     os.chdir(scratch)
@@ -523,7 +548,7 @@ def _enter_child_sandbox(z: _Zygote, uid: int) -> str:
     return scratch
 
 
-def _child_main(z: _Zygote, fd: int, uid: int) -> None:
+def _child_main(z: _Zygote, fd: int, uid: int, scratch: str | None) -> None:
     os.setsid()  # its own process group: a kill takes everything it started
     os.dup2(fd, 3)
     os.closerange(4, 1 << 16)  # the zygote's control socket and pipes stay out of reach
@@ -532,7 +557,7 @@ def _child_main(z: _Zygote, fd: int, uid: int) -> None:
         os.dup2(devnull, std)
     os.close(devnull)
     conn = Connection(3)
-    scratch = _enter_child_sandbox(z, uid)
+    scratch = _enter_child_sandbox(z, uid, scratch)
     os.environ.update(HOME=scratch, TMPDIR=scratch, MPLBACKEND="Agg", MPLCONFIGDIR=scratch)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from autograder.grading import missing_answer, pin_torch_flags
@@ -892,10 +917,10 @@ class Zygote:
 
     def close(self) -> None:
         try:
-            self._ctl.close()
-        finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
+            self._ctl.close()  # the zygote cleans up and ends
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
             self._proc.wait()
 
     def __enter__(self):

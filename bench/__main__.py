@@ -1,4 +1,7 @@
-"""Run every benchmark module listed in MODULES, or the ones named on the command line."""
+"""Run every benchmark module listed in MODULES, or the ones named on the command line.
+
+Other arguments are passed to each module: `python -m bench grading --n 40`.
+"""
 from __future__ import annotations
 
 import importlib
@@ -8,12 +11,13 @@ MODULES = ["grading", "book"]  # each module has main(argv) -> int
 
 
 def main(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")] or MODULES
+    names = [a for a in argv if a in MODULES] or MODULES
+    rest = [a for a in argv if a not in MODULES]  # options, passed on: --n 20 or --n=20
     status = 0
     for name in names:
         print(f"== bench.{name} ==", flush=True)
         module = importlib.import_module(f"bench.{name}")
-        status = module.main([a for a in argv if a.startswith("-")]) or status
+        status = module.main(rest) or status
     return status
 
 

@@ -51,7 +51,7 @@ def executed(log: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench book", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy and print its path")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # other modules' options pass through
     root = course_root()
     tmp = Path(tempfile.mkdtemp(prefix="bench-book-"))
     try:

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n", type=int, default=20, help="submissions graded by both nbgrader and the runner")
     p.add_argument("--class-size", type=int, default=500, help="submissions in the runner-only class")
     p.add_argument("--jobs", type=int, default=2, help="the runner's --jobs")
-    args = p.parse_args(argv)
+    args, _ = p.parse_known_args(argv)  # other modules' options pass through
 
     from autograder.course import source_notebook
     from tests.nbgrader_course import autograde, make_course

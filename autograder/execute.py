@@ -132,7 +132,7 @@ def run_cell(cell, namespace: dict) -> CellOutcome:
     out = CappedIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            run_source(cell.source, namespace, filename=f"<cell {cell.index}>")
+            run_source(cell.source, namespace, filename=f"<cell {cell.number}>")
         return CellOutcome(cell.index, True, stdout=out.getvalue())
     except KeyboardInterrupt:
         raise

@@ -294,7 +294,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
                 for cell in code_to_run(cells, {c.grade_id for c in grader.checks.values()}):
                     outcome = run_cell(cell, ns)
                     if not outcome.ok:
-                        result.problems.append(f"cell {cell.index} raised {outcome.error}")
+                        result.problems.append(f"cell {cell.number} raised {outcome.error}")
                 executor = InProcess(ns)
                 for grade_id, cell in grader.visible.items():
                     outcome = run_cell(cell, ns)

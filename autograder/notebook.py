@@ -27,6 +27,11 @@ class Cell:
     locked: bool = False  # nbgrader's read-only cell: autograde runs the source's version
 
     @property
+    def number(self) -> int:
+        """The cell's position as a person counts it (the first cell is cell 1), for messages."""
+        return self.index + 1
+
+    @property
     def is_check(self) -> bool:
         """An nbgrader test cell: it holds a (hidden) check, not the student's code."""
         return self.cell_type == "code" and self.grade and not self.solution
@@ -116,7 +121,7 @@ def restore_locked(cells: list[Cell], source: list[Cell]) -> tuple[list[Cell], l
     for c in cells:
         src = locked.get(c.grade_id) if c.cell_type == "code" else None
         if src is not None and c.source != src.source:
-            problems.append(f"cell {c.index} ({c.grade_id}) is read-only but was edited; "
+            problems.append(f"cell {c.number} ({c.grade_id}) is read-only but was edited; "
                             "graded with the source notebook's version")
             c = Cell(c.index, c.cell_type, src.source, c.grade_id, c.solution, c.grade, c.points, c.locked)
         out.append(c)
@@ -143,9 +148,9 @@ def structure_problems(cells: list[Cell], source: list[Cell]) -> list[str]:
                             "graded with the code that is there")
         elif len(got) > 1:
             problems.append(f"the cell {grade_id} appears {len(got)} times (cells "
-                            f"{', '.join(str(c.index) for c in got)}); all ran in order, as in a kernel")
+                            f"{', '.join(str(c.number) for c in got)}); all ran in order, as in a kernel")
         for c in got:
             if (c.solution, c.grade, c.points) != (src.solution, src.grade, src.points):
-                problems.append(f"cell {c.index} ({grade_id}): its nbgrader metadata was changed; "
+                problems.append(f"cell {c.number} ({grade_id}): its nbgrader metadata was changed; "
                                 "graded with the source notebook's")
     return problems

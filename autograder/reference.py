@@ -24,7 +24,7 @@ def reference_namespace(stem: str) -> dict:
     for cell in code_to_run(cells, check_ids):
         outcome = run_cell(cell, ns)
         if not outcome.ok:
-            raise ReferenceError(f"solutions/{stem}/{stem}.ipynb cell {cell.index} failed: {outcome.error}")
+            raise ReferenceError(f"solutions/{stem}/{stem}.ipynb cell {cell.number} failed: {outcome.error}")
     return ns
 
 

@@ -1069,15 +1069,15 @@ class SandboxedSubmission:
                 report = next(replies)
             except ChildLost as lost:
                 self.skip.add(cell.index)
-                self.problems.append(f"cell {cell.index} {lost}; graded without that cell")
+                self.problems.append(f"cell {cell.number} {lost}; graded without that cell")
                 return False
             if report.get("kind") != "cell":
                 self.skip.add(cell.index)
-                self.problems.append(f"cell {cell.index} garbled the grader's channel; graded without it")
+                self.problems.append(f"cell {cell.number} garbled the grader's channel; graded without it")
                 return False
             if not report.get("ok") and cell.index not in self._reported:
                 self._reported.add(cell.index)
-                self.problems.append(f"cell {cell.index} raised {report.get('error')}")
+                self.problems.append(f"cell {cell.number} raised {report.get('error')}")
         return True
 
     def visible_in_child(self, grade_id: str, cell: Cell) -> None:

@@ -33,13 +33,6 @@ def grade_impl(stem: str, check_name: str, impl):
     return g.grade_check(check_name, InProcess({**reference(stem), target: impl}))
 
 
-def mistakes_of(stem: str):
-    """pytest params (check name, Mistake) for every catalogued mistake of a chapter."""
-    from autograder.checks import load_checks
-
-    return [pytest.param(c.name, m, id=f"{c.name}:{m.name}") for c in load_checks(stem).values() for m in c.mistakes]
-
-
 def checks_of(stem: str):
     from autograder.checks import load_checks
 
@@ -81,3 +74,18 @@ def assert_reference_equals_oracle(stem: str, check_name: str, oracle) -> None:
 
 
 ALL_STEMS = stems()
+
+
+def all_checks():
+    """pytest params (stem, check name) for every check of every chapter."""
+    from autograder.checks import load_checks
+
+    return [pytest.param(stem, name, id=f"{stem}.{name}") for stem in ALL_STEMS for name in load_checks(stem)]
+
+
+def all_mistakes():
+    """pytest params (stem, check name, Mistake) for every catalogued mistake of every chapter."""
+    from autograder.checks import load_checks
+
+    return [pytest.param(stem, c.name, m, id=f"{stem}.{c.name}:{m.name}")
+            for stem in ALL_STEMS for c in load_checks(stem).values() for m in c.mistakes]

@@ -22,9 +22,8 @@ import pytest
 import torch
 
 import autograder.compare as compare
-from autograder.checks import load_checks
 from autograder.probes import run_probe
-from tests.conftest import ALL_STEMS, grader, reference
+from tests.conftest import all_checks, grader, reference
 
 
 def _scaled(factor: float):
@@ -44,11 +43,7 @@ def _as_student(answer: dict, dtype: torch.dtype) -> dict:
     return {**answer, "values": values}
 
 
-def _checks():
-    return [pytest.param(stem, name, id=f"{stem}.{name}") for stem in ALL_STEMS for name in load_checks(stem)]
-
-
-@pytest.mark.parametrize("stem,name", _checks())
+@pytest.mark.parametrize("stem,name", all_checks())
 def test_float32_reference_passes_with_a_tenth_of_the_tolerance(stem, name, monkeypatch):
     p = grader(stem).prepared[name]
     check = replace(p.check, forbidden=())
@@ -65,7 +60,7 @@ def test_float32_reference_passes_with_a_tenth_of_the_tolerance(stem, name, monk
     assert tried, f"{stem}.{name} has no float32 case"
 
 
-@pytest.mark.parametrize("stem,name", _checks())
+@pytest.mark.parametrize("stem,name", all_checks())
 def test_every_mistake_fails_with_ten_times_the_tolerance(stem, name, monkeypatch):
     p = grader(stem).prepared[name]
     monkeypatch.setattr(compare, "tolerance", _scaled(10.0))

@@ -12,8 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import (assert_reference_equals_oracle, assert_full_marks, assert_mistake_caught, checks_of, grade_impl, grader,
-                            mistakes_of, reference)
+from tests.conftest import assert_reference_equals_oracle, assert_full_marks, checks_of, grade_impl, grader, reference
 
 STEM = "losses"
 TORCH = {
@@ -58,23 +57,6 @@ def test_reference_equals_torch_on_fresh_random_inputs(seed):
     pw = torch.rand(C, generator=g, dtype=torch.float64) * 3
     torch.testing.assert_close(ns["binary_cross_entropy_with_logits"](z, y, pos_weight=pw),
                                F.binary_cross_entropy_with_logits(z, y, pos_weight=pw))
-
-
-@pytest.mark.parametrize("name", checks_of(STEM))
-def test_reference_gets_full_marks_and_calls_nothing_forbidden(name):
-    result = grade_impl(STEM, name, reference(STEM)[grader(STEM).checks[name].target])
-    assert result.points == result.max_points
-    assert result.passed == result.total
-
-
-@pytest.mark.parametrize("name, mistake", mistakes_of(STEM))
-def test_known_mistake_loses_points_with_its_hint(name, mistake):
-    assert_mistake_caught(STEM, name, mistake)
-
-
-def test_every_check_has_at_least_three_known_mistakes():
-    for check in grader(STEM).checks.values():
-        assert len(check.mistakes) >= 3, check.name
 
 
 def _lse_log_softmax(input, dim):

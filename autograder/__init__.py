@@ -1,21 +1,34 @@
 """The course's autograder.
 
-A grading run takes these steps, one module each:
+The modules, in the order a submission meets them (docs/design.md draws the
+data flow and the trust boundary):
 
-    course.py     where a chapter's source notebook, release and checks live
-    notebook.py   read a notebook (tolerant of broken ones) into cells
-    execute.py    run cells into a namespace, as a kernel would
-    reference.py  the reference namespace, from the source notebook's solution cells
-    checks.py     checks as data: cases, probe, mistakes, forbidden calls
-    probes.py     how to call the student's code and what comes back (runs in the child)
-    tolerance.py  the tolerance policy, written down once
-    compare.py    decide one case: shape, dtype, device, values; match known mistakes
-    sandbox.py    the limited child process that runs a submission
-    grading.py    grade one submission, then a class; scores and results
-    results.py    result dataclasses and the files a run writes
-    inline.py     the entry point of the hidden check cells under `nbgrader autograde`
-    release.py    regenerate exercises/ from solutions/ with nbgrader
-    cli.py        the thin command line: `python -m autograder ...`
+    course.py       where a chapter's source notebook, release and checks live
+    notebook.py     read a notebook (tolerant of broken ones) into cells; nbgrader's markers; find a cell
+    reference.py    the reference namespace, from the source notebook's solution cells
+    checks.py       checks as data: cases, probe, mistakes, forbidden calls
+    inputs.py       seeded input makers for the checks
+    chapters/       one module of checks per chapter (stem)
+    mistakes/       code that makes known mistakes on purpose (grader only)
+    probes/         how to call the student's code and what comes back
+    answer.py       Answer: what a probe reports for one case, and the one codec it crosses
+    executor.py     the executor interface, and the in-process executor
+    execute.py      run cells into a namespace, as a kernel would
+    sandbox/        the limited processes that run submissions (grader, zygote, child modules)
+    torchstate.py   torch's global state: pin the flags, snapshot, restore
+    tolerance.py    the tolerance policy, written down once
+    compare.py      decide one case: shape, dtype, device, values; match known mistakes
+    grading.py      grade one submission (locate, read, sanitize, execute, decide, record), then a class
+    problems.py     what went wrong besides wrong answers, as data (kind and text)
+    text.py         text from a submission made safe for any file
+    results.py      result dataclasses and the files a run writes
+    report.py       the words of a check's result (shared by feedback, gradebook and inline)
+    feedback.py     each student's feedback
+    class_report.py the instructor's class report
+    gradebook.py    nbgrader's gradebook and autograded notebooks
+    inline.py       the entry point of the hidden check cells under `nbgrader autograde`
+    release.py      regenerate exercises/ from solutions/ with nbgrader
+    cli.py          the thin command line: `python -m autograder ...`
 """
 
 __all__ = ["__version__"]

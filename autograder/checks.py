@@ -1,4 +1,4 @@
-"""Checks are data (DESIGN.md contract 3).
+"""Checks are data (docs/design.md contract 3).
 
 A `Check` names the graded object, makes seeded cases, says how to call the
 student's code (its `probe`), which torch functions it may not call, and which

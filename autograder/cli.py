@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: number of cores)")
     g.add_argument("--shard", default=None, help="i/n: grade only every n-th student from the i-th (0-based); "
                    "shards writing to the same --out merge")
-    g.add_argument("--cell-timeout", type=float, default=30.0, help="wall-clock seconds for one cell")
-    g.add_argument("--check-timeout", type=float, default=60.0, help="wall-clock seconds for one check")
+    from autograder.sandbox import Limits
+
+    g.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout,
+                   help="wall-clock seconds for one cell (default: %(default)g)")
+    g.add_argument("--check-timeout", type=float, default=Limits.check_timeout,
+                   help="wall-clock seconds for all cases of one check (default: %(default)g)")
     g.add_argument("--no-sandbox", action="store_true",
                    help="run submissions in this process (trusted code only; for debugging)")
     g.add_argument("--hide", action="append", default=[], metavar="PATH",

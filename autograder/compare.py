@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
 from autograder.tolerance import tolerance
@@ -103,17 +104,17 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
     return None
 
 
-def compare_answers(student: dict, reference: dict, *, case: Case) -> str | None:
+def compare_answers(student: Answer, reference: Answer, *, case: Case) -> str | None:
     """None when every compared output matches, else the first difference."""
-    keys = case.compare or tuple(reference["values"])
+    keys = case.compare or tuple(reference.values)
     for key in keys:
-        if key not in reference["values"]:
+        if key not in reference.values:
             continue
-        if key not in student["values"]:
+        if key not in student.values:
             return f"{key}: missing from your answer"
         msg = compare_value(
-            key, student["values"][key], reference["values"][key], case=case,
-            got_device=student["devices"].get(key), want_device=reference["devices"].get(key),
+            key, student.values[key], reference.values[key], case=case,
+            got_device=student.devices.get(key), want_device=reference.devices.get(key),
         )
         if msg:
             return msg
@@ -132,15 +133,15 @@ def inconclusive_on_meta(error: str) -> bool:
     return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
 
 
-def decide_case(case: Case, student: dict, reference: dict,
-                mistakes: list[tuple[Mistake, dict]]) -> CaseVerdict:
-    if student.get("error"):
-        err = student["error"]
+def decide_case(case: Case, student: Answer, reference: Answer,
+                mistakes: list[tuple[Mistake, Answer]]) -> CaseVerdict:
+    if student.error:
+        err = student.error
         if case.shape_only and inconclusive_on_meta(err):
             return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
         return CaseVerdict(case.label, False, f"raised {err}")
-    if student.get("forbidden"):
-        names = ", ".join(student["forbidden"])
+    if student.forbidden:
+        names = ", ".join(student.forbidden)
         return CaseVerdict(case.label, False,
                            f"called {names}, the torch function this exercise asks you to write "
                            "yourself; implement it with elementary tensor operations",
@@ -151,7 +152,7 @@ def decide_case(case: Case, student: dict, reference: dict,
     parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
              if isinstance(problem, Difference) else {})
     for mistake, answer in mistakes:
-        if answer.get("error") or case.shape_only:
+        if answer.error or case.shape_only:
             continue
         if compare_answers(student, answer, case=case) is None:
             return CaseVerdict(case.label, False, str(problem), mistake=mistake.name, hint=mistake.hint, **parts)

@@ -120,6 +120,7 @@ class CellOutcome:
     ok: bool
     error: str | None = None
     stdout: str = ""
+    exception: BaseException | None = None  # what the cell raised (in this process only; never sent)
 
 
 def new_namespace() -> dict:
@@ -140,4 +141,4 @@ def run_cell(cell, namespace: dict) -> CellOutcome:
         tb = traceback.extract_tb(exc.__traceback__)
         line = next((f.lineno for f in reversed(tb) if f.filename.startswith("<cell")), None)
         where = f" at line {line}" if line else ""
-        return CellOutcome(cell.index, False, f"{type(exc).__name__}{where}: {str(exc)[:500]}", out.getvalue())
+        return CellOutcome(cell.index, False, f"{type(exc).__name__}{where}: {str(exc)[:500]}", out.getvalue(), exc)

@@ -37,6 +37,7 @@ from pathlib import Path
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
 
+from autograder.notebook import BEGIN_HIDDEN, END_HIDDEN, marked_lines
 from autograder.report import render_check, render_header
 from autograder.results import SubmissionResult, atomic_write
 
@@ -48,15 +49,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def hidden_line_numbers(source: str) -> dict[int, str]:
     """{line number (from 1): stripped text} of a cell's hidden-test block, markers included."""
-    hidden, inside = {}, False
-    for n, line in enumerate(source.splitlines(), 1):
-        if "BEGIN HIDDEN TESTS" in line:
-            inside = True
-        if inside:
-            hidden[n] = line.strip()
-        if "END HIDDEN TESTS" in line:
-            inside = False
-    return hidden
+    return {n: line.strip() for n, line in marked_lines(source, BEGIN_HIDDEN, END_HIDDEN).items()}
 
 
 def scrub_traceback(lines: list[str], hidden: dict[int, str]) -> list[str]:
@@ -317,11 +310,3 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
     gb.db.commit()
     dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
     atomic_write(dest, nbformat.writes(nb))
-
-
-def gradebook_scores(db_url: str, stem: str) -> dict[str, dict[str, float]]:
-    """{student: {grade cell: score}} as nbgrader reads them back."""
-    with open_gradebook(db_url) as gb:
-        return {sub.student.id: {g.name: g.score for g in gb.find_submission_notebook(stem, stem, sub.student.id).grades}
-                for sub in gb.assignment_submissions(stem)}
-

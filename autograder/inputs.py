@@ -26,6 +26,3 @@ def randint(gen: torch.Generator, high: int, *shape: int, device="cpu") -> torch
 def bernoulli(gen: torch.Generator, *shape: int, dtype: torch.dtype, device="cpu") -> torch.Tensor:
     return (torch.rand(*shape, generator=gen, dtype=torch.float64) < 0.5).to(dtype=dtype, device=device)
 
-
-def shape_label(t: torch.Tensor) -> str:
-    return "x".join(map(str, t.shape)) if t.dim() else "scalar"

@@ -7,6 +7,7 @@ all is refused, with the line and column of the problem.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,18 +90,51 @@ def code_to_run(cells: list[Cell], check_ids: set[str]) -> list[Cell]:
     return [c for c in cells if c.cell_type == "code" and c.grade_id not in check_ids]
 
 
+# nbgrader's markers, as they appear in a source notebook's cells.
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def marked_lines(source: str, begin: str, end: str) -> dict[int, str]:
+    """{line number (from 1): line} of every block between `begin` and `end` markers, markers included."""
+    found, inside = {}, False
+    begin, end = begin.removeprefix("### "), end.removeprefix("### ")
+    for n, line in enumerate(source.splitlines(), 1):
+        if begin in line:
+            inside = True
+        if inside:
+            found[n] = line
+        if end in line:
+            inside = False
+    return found
+
+
 def visible_part(source: str) -> str:
     """A check cell as students see it: without its hidden block
     (what nbgrader's ClearHiddenTests leaves)."""
-    out, hidden = [], False
-    for line in source.splitlines(keepends=True):
-        if "BEGIN HIDDEN TESTS" in line:
-            hidden = True
-        elif "END HIDDEN TESTS" in line:
-            hidden = False
-        elif not hidden:
-            out.append(line)
-    return "".join(out)
+    hidden = marked_lines(source, BEGIN_HIDDEN, END_HIDDEN)
+    return "".join(line for n, line in enumerate(source.splitlines(keepends=True), 1) if n not in hidden)
+
+
+def without_solution_markers(source: str) -> str:
+    """A solution cell's code as a student who answered it would write it (markers removed)."""
+    return re.sub(r"[ \t]*### (BEGIN|END) SOLUTION\n?", "", source)
+
+
+def grade_id_of(cell: dict) -> str | None:
+    """The nbgrader grade_id of a cell of a notebook read as JSON (None if it has none)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
+    gid = nbg.get("grade_id") if isinstance(nbg, dict) else None
+    return gid if isinstance(gid, str) else None
+
+
+def find_cell(nb: dict, grade_id: str) -> dict:
+    """The cell of a notebook read as JSON whose nbgrader grade_id is `grade_id` (KeyError if none)."""
+    for cell in nb.get("cells", []):
+        if grade_id_of(cell) == grade_id:
+            return cell
+    raise KeyError(f"no cell with grade_id {grade_id!r}")
 
 
 def has_code(source: str) -> bool:

@@ -12,8 +12,8 @@ from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell, code_to_run, has_code, read_cells, visible_part
 
 
-class ReferenceError(RuntimeError):
-    pass
+class SourceNotebookError(RuntimeError):
+    """The source notebook's own code failed: the reference cannot be built."""
 
 
 @lru_cache(maxsize=None)
@@ -24,7 +24,7 @@ def reference_namespace(stem: str) -> dict:
     for cell in code_to_run(cells, check_ids):
         outcome = run_cell(cell, ns)
         if not outcome.ok:
-            raise ReferenceError(f"solutions/{stem}/{stem}.ipynb cell {cell.number} failed: {outcome.error}")
+            raise SourceNotebookError(f"solutions/{stem}/{stem}.ipynb cell {cell.number} failed: {outcome.error}")
     return ns
 
 

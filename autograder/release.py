@@ -1,6 +1,6 @@
 """Regenerate exercises/ from solutions/ with nbgrader's generate_assignment.
 
-The release is committed; tests/test_release.py regenerates it into a
+The release is committed; tests/test_course.py regenerates it into a
 temporary folder and fails on any difference, so exercises/ never drifts
 from its source and is never edited by hand.
 """

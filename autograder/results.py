@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autograder.compare import CaseVerdict
+from autograder.problems import KINDS, Problem
 
 
 @dataclass
@@ -28,6 +29,7 @@ class CheckResult:
     total: int
     cases: list[CaseVerdict] = field(default_factory=list)
     note: str | None = None  # e.g. the visible tests in the check cell failed
+    note_kind: str | None = None  # the note's problem kind (autograder.problems.KINDS)
 
     @property
     def hints(self) -> list[str]:
@@ -62,8 +64,8 @@ class SubmissionResult:
     assignment: str
     notebook: str | None
     checks: list[CheckResult] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # what the instructor and student should know
-    status: str = "graded"  # graded | unreadable | missing
+    problems: list[Problem] = field(default_factory=list)  # what the instructor and student should know
+    status: str = "graded"  # graded | unreadable | missing | grader-error
     max_score: float = 0.0
 
     @property
@@ -79,30 +81,33 @@ class SubmissionResult:
                               cases=[CaseVerdict(**{k: v for k, v in case.items() if k in verdict_fields})
                                      for case in c.get("cases", [])])
                   for c in d.get("checks", [])]
-        return cls(d["student_id"], d["assignment"], d.get("notebook"), checks, list(d.get("problems", [])),
+        return cls(d["student_id"], d["assignment"], d.get("notebook"), checks,
+                   [Problem.from_json(p) for p in d.get("problems", [])],
                    d.get("status", "graded"), float(d.get("max_score", 0.0)))
 
     def troubles(self) -> list[tuple[str, str]]:
         """(kind, what) for everything that went wrong beyond wrong answers, kind from PROBLEM_KINDS:
         the problems of the run, then the checks whose every failing case raised (grouped by error)."""
-        found = [(problem_kind(p, self.status), p) for p in self.problems]
+        found = [(p.kind, str(p)) for p in self.problems]
         if self.status != "graded":
             return found
-        by_error: dict[str, list[str]] = {}
+        by_error: dict[tuple[str, str], list[str]] = {}
         for c in self.checks:
             if c.error:
                 where = re.compile(r"\s*\(cell\s+\d+, line \d+\)\s*$")  # the same error in several cells
-                by_error.setdefault(where.sub("", c.error.splitlines()[0]), []).append(c.name)
-            elif c.note and "did not finish within" in c.note:
-                by_error.setdefault(c.note, []).append(c.name)
-        for error, names in by_error.items():
-            kind = "unanswered" if error.startswith("NotImplementedError") else problem_kind(" raised " + error)
+                error = where.sub("", c.error.splitlines()[0])
+                kind = "unanswered" if error.startswith("NotImplementedError") else "error"
+                by_error.setdefault((kind, error), []).append(c.name)
+            elif c.note and c.note_kind == "timeout":
+                by_error.setdefault(("timeout", c.note), []).append(c.name)
+        for (kind, error), names in by_error.items():
             found.append((kind, f"{', '.join(names)}: {error}"))
         return found
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["score"] = self.score
+        d["problems"] = [p.to_json() for p in self.problems]
         for c, obj in zip(d["checks"], self.checks):
             c["hints"] = obj.hints
             c["mistakes"] = obj.mistakes
@@ -110,29 +115,7 @@ class SubmissionResult:
 
 
 # What can go wrong with a submission besides wrong answers, from worst to mildest.
-PROBLEM_KINDS = {
-    "unreadable": "the notebook could not be read",
-    "missing": "no notebook submitted",
-    "timeout": "code ran past the time limit",
-    "crash": "code ended or broke the grading process",
-    "error": "raised an error",
-    "unanswered": "not answered (NotImplementedError)",
-    "notebook": "notebook renamed or extra notebooks",
-}
-
-
-def problem_kind(problem: str, status: str = "graded") -> str:
-    """Sort one of a submission's problem messages (as grading writes them) into PROBLEM_KINDS."""
-    if status in ("unreadable", "missing"):
-        return status
-    if "did not finish within" in problem:
-        return "timeout"
-    if "ended the process" in problem or "garbled" in problem or "unreadable answer" in problem \
-            or "killed" in problem:
-        return "crash"
-    if " raised " in problem:
-        return "error"
-    return "notebook"
+PROBLEM_KINDS = KINDS
 
 
 def score_of(passed: int, total: int, max_points: float) -> float:

@@ -1,4 +1,4 @@
-"""The tolerance policy, written down once (DESIGN.md contract 5).
+"""The tolerance policy, written down once (docs/design.md contract 5).
 
 The reference is computed in float64 on the grading device; the student's
 output is computed in the case's dtype. Their difference is rounding error,

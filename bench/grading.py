@@ -46,6 +46,8 @@ def _cpu() -> float:
 
 def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
     """n notebooks in the nbgrader layout folder/<student>/<stem>/<stem>.ipynb."""
+    from autograder.notebook import find_cell
+
     nb = json.loads(source.read_text())
     made = {}
     for k in range(n):
@@ -53,7 +55,7 @@ def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
         copy = json.loads(json.dumps(nb))
         if k % 4 == 3:
             grade_id, code = WRONG[(k // 4) % len(WRONG)]
-            cell = next(c for c in copy["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+            cell = find_cell(copy, grade_id)
             cell["source"] = "".join(cell["source"]) + "\n\n" + code + "\n"
         path = folder / student / STEM / f"{STEM}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ ROOT = course_root()
 
 
 def test_every_stem_has_its_files():
-    """One stem names a chapter everywhere (DESIGN.md)."""
+    """One stem names a chapter everywhere (docs/design.md)."""
     toc = (ROOT / "_toc.yml").read_text()
     for stem in STEMS:
         assert (ROOT / "book" / f"{stem}.md").is_file(), stem

@@ -13,6 +13,7 @@ import pytest
 
 from autograder.cli import main
 from autograder.course import course_root, release_notebook, source_notebook
+from autograder.notebook import find_cell, without_solution_markers
 from tests.nbgrader_course import nbgrader
 from tests.test_course import _solution_lines
 
@@ -20,7 +21,7 @@ STEM = "losses"
 
 
 def _cell(nb: dict, grade_id: str) -> dict:
-    return next(c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+    return find_cell(nb, grade_id)
 
 
 def _set_source(nb: dict, grade_id: str, code: str) -> None:
@@ -35,7 +36,7 @@ def _answered() -> dict:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("solution"):
             code = "".join(cell["source"])
-            _set_source(nb, meta["grade_id"], re.sub(r"[ \t]*### (BEGIN|END) SOLUTION\n", "", code))
+            _set_source(nb, meta["grade_id"], without_solution_markers(code))
     return nb
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autograder.course import source_notebook
+from autograder.notebook import find_cell
 from autograder.grading import grade_class
 from autograder.sandbox import Limits
 from tests.conftest import ALL_STEMS
@@ -25,7 +26,7 @@ def _notebook_with(edit) -> dict:
 
 
 def _solution_cell(nb, grade_id):
-    return next(c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+    return find_cell(nb, grade_id)
 
 
 def _append_to(grade_id, code):

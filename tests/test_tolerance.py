@@ -1,6 +1,6 @@
 """The tolerance policy has wide margins on both sides, in every chapter.
 
-DESIGN.md contract 5: every known-correct variant passes with a wide margin
+docs/design.md contract 5: every known-correct variant passes with a wide margin
 and every known-wrong variant fails. Here "wide" is measured, check by check,
 through the grader's own comparison (`compare_answers`) with the tolerance of
 `autograder.tolerance` scaled:

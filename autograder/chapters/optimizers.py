@@ -7,25 +7,18 @@ optimizer, weight decay, two param groups with different learning rates, a
 parameter that gets no gradient, a step after zero_grad(), and a
 state_dict() saved to bytes and loaded into a fresh optimizer.
 
-Known mistakes are written as the wrong code a student would write: one
-compact implementation per optimizer with switches (`bugs`) that turn on one
-mistake each, on a base class that can also make the mistakes every
-optimizer can make (no torch.no_grad(), rebinding instead of updating in
-place, a missing gradient read as zero, state kept outside self.state, weight
-decay applied to the parameter directly). With no switch on, each one equals
-torch.optim (tests/chapters/test_optimizers.py proves it), so a mistake
-differs from torch by its one bug only.
+Known mistakes are written as the wrong code a student would write: the
+optimizers of autograder/mistakes/optimizers.py with one bug switched on each.
 """
 from __future__ import annotations
 
-import math
 
 import torch
-import torch.nn.functional as F
-from torch.optim import Optimizer
 
+import autograder.mistakes.optimizers as optim_bugs
 from autograder.checks import Case, Check, Mistake
-from autograder.inputs import bernoulli, randint, randn
+from autograder.inputs import randint, randn
+from autograder.probes.optim_problems import PROBLEMS
 from autograder.probes.optimizer import OptimizerProbe, TrainingLoopProbe
 
 # torch's fused optimizer kernels (torch functions, seen by the call watch);
@@ -34,36 +27,6 @@ FORBIDDEN = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_", "_fused_adagrad_")
 
 
 # -- cases --------------------------------------------------------------------------------
-
-def _problem(gen, dtype, name):
-    """(params, data, description) of one problem, drawn in float64 and cast."""
-    def r(*shape, scale=1.0):
-        return randn(gen, *shape, dtype=dtype, scale=scale)
-
-    if name == "quadratic":
-        n = 7
-        q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-        eig = torch.linspace(0.5, 6.0, n, dtype=torch.float64)
-        A = (q * eig) @ q.T
-        A = ((A + A.T) / 2).to(dtype)
-        return [r(2, 2), r(3)], {"A": A, "b": r(n)}, "a quadratic 0.5 z^T A z - b^T z (params 2x2 and 3)"
-    if name == "least_squares":
-        return ([r(2, 3, scale=0.5), r(2, scale=0.5)], {"X": r(8, 3), "Y": r(8, 2)},
-                "least squares, a linear layer W 2x3, c 2 fit to 8 points")
-    if name == "rosenbrock":
-        start = torch.tensor([-1.2, 1.0], dtype=torch.float64) + 0.1 * torch.randn(2, generator=gen,
-                                                                                   dtype=torch.float64)
-        return [start.to(dtype)], {}, "the Rosenbrock function from near (-1.2, 1)"
-    if name == "logistic":
-        return ([r(4, scale=0.3), r(1, scale=0.3).reshape(())], {"X": r(10, 4), "y": bernoulli(gen, 10, dtype=dtype)},
-                "a logistic regression (w of shape 4, a 0-d bias b)")
-    if name in ("embedding", "embedding_dense"):
-        index = torch.tensor([[0, 2, 2, 5], [1, 2, 7, 7], [5, 0, 3, 0]])
-        return ([r(8, 3)], {"index": index, "target": r(3, 4, 3)},
-                "an 8x3 embedding looked up by batches that repeat rows"
-                + (" (sparse gradients)" if name == "embedding" else " (dense gradients)"))
-    raise ValueError(name)
-
 
 def _fmt_options(options: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in options.items())
@@ -80,7 +43,7 @@ def optimizer_cases(cls_name: str, settings: list[dict]):
     def make_cases(gen, *, device, dtype):
         cases = []
         for s in settings:
-            params, data, what = _problem(gen, dtype, s["problem"])
+            params, data, what = PROBLEMS[s["problem"]].draw(gen, dtype)
             notes = []
             if s["unused"]:
                 params = params + [randn(gen, 3, dtype=dtype)]
@@ -113,406 +76,6 @@ def optimizer_cases(cls_name: str, settings: list[dict]):
     return make_cases
 
 
-# -- implementations with switchable mistakes ---------------------------------------------------
-
-class _Base(Optimizer):
-    """The loop every optimizer shares; `rule` computes one parameter's change."""
-
-    bugs: frozenset = frozenset()
-
-    def __init__(self, params, defaults):
-        super().__init__(params, defaults)
-        self._outside: dict = {}  # where "state-outside-self-state" keeps its state
-
-    def _state(self, p):
-        if "state-outside-self-state" in self.bugs:
-            return self._outside.setdefault(p, {})
-        return self.state[p]
-
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if "no-no-grad" in self.bugs:
-            self._update()
-        else:
-            with torch.no_grad():
-                self._update()
-        return loss
-
-    def _update(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    if "grad-none-as-zero" not in self.bugs:
-                        continue
-                    g = torch.zeros_like(p)
-                wd = group.get("weight_decay", 0)
-                decoupled = wd != 0 and "weight-decay-decoupled" in self.bugs
-                if wd != 0 and not decoupled:
-                    g = g.add(p, alpha=wd)
-                state = self._state(p)
-                d = self.rule(p, g, group, state)
-                if decoupled:
-                    d = d - group["lr"] * wd * p
-                if "rebind" in self.bugs:
-                    p = p + d  # noqa: F841 - the mistake: a new tensor, the parameter unchanged
-                else:
-                    p.add_(d)
-                self.after(p, group, state)
-
-    def after(self, p, group, state):
-        pass
-
-
-class RefSGD(_Base):
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov))
-
-    def rule(self, p, g, group, st):
-        mu, damp = group["momentum"], group["dampening"]
-        if mu != 0:
-            buf = st.get("momentum_buffer")
-            if buf is None:
-                if "momentum-buffer-from-zero" in self.bugs:
-                    buf = torch.zeros_like(p).add_(g, alpha=1 - damp)
-                else:
-                    buf = g.clone()
-                st["momentum_buffer"] = buf
-            else:
-                buf.mul_(mu).add_(g, alpha=damp if "dampening-inverted" in self.bugs else 1 - damp)
-            if group["nesterov"] and "nesterov-ignored" not in self.bugs:
-                g = g + (buf if "nesterov-without-momentum-factor" in self.bugs else mu * buf)
-            else:
-                g = buf
-        return -group["lr"] * g
-
-
-class RefAdagrad(_Base):
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10):
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps))
-
-    def rule(self, p, g, group, st):
-        if not st:
-            init = 0 if "initial-accumulator-ignored" in self.bugs else group["initial_accumulator_value"]
-            st["step"], st["sum"] = 0, torch.full_like(p, init)
-        st["step"] += 1
-        t = st["step"] if "lr-decay-off-by-one" in self.bugs else st["step"] - 1
-        clr = group["lr"] / (1 + t * group["lr_decay"])
-        st["sum"].addcmul_(g, g)
-        if "eps-inside-sqrt" in self.bugs:
-            std = (st["sum"] + group["eps"]).sqrt()
-        else:
-            std = st["sum"].sqrt() + group["eps"]
-        return -clr * g / std
-
-
-class RefRMSprop(_Base):
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered))
-
-    def rule(self, p, g, group, st):
-        a, eps, mu = group["alpha"], group["eps"], group["momentum"]
-        if not st:
-            st["step"], st["square_avg"] = 0, torch.zeros_like(p)
-            st["grad_avg"], st["momentum_buffer"] = torch.zeros_like(p), torch.zeros_like(p)
-        st["step"] += 1
-        if "alpha-swapped" in self.bugs:
-            st["square_avg"].mul_(1 - a).addcmul_(g, g, value=a)
-        else:
-            st["square_avg"].mul_(a).addcmul_(g, g, value=1 - a)
-        sq = st["square_avg"]
-        if group["centered"] and "centered-ignored" not in self.bugs:
-            st["grad_avg"].mul_(a).add_(g, alpha=1 - a)
-            sq = sq - st["grad_avg"] ** 2
-        avg = (sq + eps).sqrt() if "eps-inside-sqrt" in self.bugs else sq.sqrt() + eps
-        if mu > 0:
-            if "momentum-before-scaling" in self.bugs:
-                st["momentum_buffer"].mul_(mu).add_(g)
-                return -group["lr"] * st["momentum_buffer"] / avg
-            st["momentum_buffer"].mul_(mu).add_(g / avg)
-            return -group["lr"] * st["momentum_buffer"]
-        return -group["lr"] * g / avg
-
-
-class RefAdadelta(_Base):
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
-
-    def rule(self, p, g, group, st):
-        rho, eps = group["rho"], group["eps"]
-        if not st:
-            st["step"], st["square_avg"], st["acc_delta"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-        st["step"] += 1
-        if "rho-swapped" in self.bugs:
-            st["square_avg"].mul_(1 - rho).addcmul_(g, g, value=rho)
-        else:
-            st["square_avg"].mul_(rho).addcmul_(g, g, value=1 - rho)
-        if "eps-outside-sqrt" in self.bugs:
-            delta = (st["acc_delta"].sqrt() + eps) / (st["square_avg"].sqrt() + eps) * g
-        else:
-            delta = (st["acc_delta"] + eps).sqrt() / (st["square_avg"] + eps).sqrt() * g
-        st["acc_delta"].mul_(rho).addcmul_(delta, delta, value=1 - rho)
-        return -delta if "lr-ignored" in self.bugs else -group["lr"] * delta
-
-
-class RefAdam(_Base):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
-
-    def rule(self, p, g, group, st):
-        b1, b2 = group["betas"]
-        if not st:
-            st["step"], st["exp_avg"], st["exp_avg_sq"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-            if group["amsgrad"]:
-                st["max_exp_avg_sq"] = torch.zeros_like(p)
-        st["step"] += 1
-        t = st["step"]
-        st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
-        st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-        if "no-bias-correction" in self.bugs:
-            bc1 = bc2 = 1.0
-        elif "bias-correction-off-by-one" in self.bugs:
-            bc1, bc2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-        elif "bias-correction-from-step-zero" in self.bugs:
-            bc1, bc2 = 1 - b1 ** (t - 1), 1 - b2 ** (t - 1)
-        else:
-            bc1, bc2 = 1 - b1**t, 1 - b2**t
-        step_size = group["lr"] / bc1
-        v = st["exp_avg_sq"]
-        if group["amsgrad"] and "amsgrad-ignored" not in self.bugs:
-            if "amsgrad-max-of-corrected" in self.bugs:
-                st["max_exp_avg_sq"] = torch.maximum(st["max_exp_avg_sq"], v / bc2)
-                v, bc2 = st["max_exp_avg_sq"], 1.0
-            else:
-                st["max_exp_avg_sq"] = torch.maximum(st["max_exp_avg_sq"], v)
-                v = st["max_exp_avg_sq"]
-        if "eps-inside-sqrt" in self.bugs:
-            denom = (v / bc2 + group["eps"]).sqrt()
-        else:
-            denom = v.sqrt() / math.sqrt(bc2) + group["eps"]
-        return -step_size * st["exp_avg"] / denom
-
-
-class RefAdamax(_Base):
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    def rule(self, p, g, group, st):
-        b1, b2 = group["betas"]
-        eps = group["eps"]
-        if not st:
-            st["step"], st["exp_avg"], st["exp_inf"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-        st["step"] += 1
-        t = st["step"]
-        st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
-        if "eps-outside-max" in self.bugs:
-            st["exp_inf"] = torch.maximum(st["exp_inf"] * b2, g.abs())
-            u = st["exp_inf"] + eps
-        else:
-            st["exp_inf"] = torch.maximum(st["exp_inf"] * b2, g.abs() + eps)
-            u = st["exp_inf"]
-        if "infinity-norm-bias-corrected" in self.bugs:
-            u = u / (1 - b2**t)
-        clr = group["lr"] if "no-bias-correction" in self.bugs else group["lr"] / (1 - b1**t)
-        return -clr * st["exp_avg"] / u
-
-
-class RefASGD(_Base):
-    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0):
-        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay))
-
-    def _eta(self, group, t):
-        return group["lr"] / (1 + group["lambd"] * group["lr"] * t) ** group["alpha"]
-
-    def rule(self, p, g, group, st):
-        if not st:
-            st["step"], st["eta"], st["mu"], st["ax"] = 0, group["lr"], 1.0, torch.zeros_like(p)
-        st["step"] += 1
-        eta = self._eta(group, st["step"]) if "eta-off-by-one" in self.bugs else st["eta"]
-        if "no-decay-term" in self.bugs:
-            return -eta * g
-        return -group["lambd"] * eta * p - eta * g
-
-    def after(self, p, group, st):
-        if "ax" not in st:
-            return
-        t = st["step"]
-        if st["mu"] != 1:
-            st["ax"].add_((p - st["ax"]) * st["mu"])
-        else:
-            st["ax"].copy_(p)
-        st["eta"] = self._eta(group, t)
-        st["mu"] = 1 / t if "average-from-start" in self.bugs else 1 / max(1, t - group["t0"])
-
-
-class RefRprop(_Base):
-    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50)):
-        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes))
-
-    def rule(self, p, g, group, st):
-        etaminus, etaplus = group["etas"]
-        if "etas-swapped" in self.bugs:
-            etaminus, etaplus = etaplus, etaminus
-        lo, hi = group["step_sizes"]
-        if not st:
-            st["step"], st["prev"], st["step_size"] = 0, torch.zeros_like(p), torch.full_like(p, group["lr"])
-        st["step"] += 1
-        s = (g * st["prev"]).sign()
-        factor = torch.ones_like(s)
-        factor[s > 0] = etaplus
-        factor[s < 0] = etaminus
-        st["step_size"].mul_(factor)
-        if "no-clamp" not in self.bugs:
-            st["step_size"].clamp_(lo, hi)
-        if "grad-kept-after-sign-change" not in self.bugs:
-            g = torch.where(s < 0, torch.zeros_like(g), g)
-        st["prev"] = g.clone()
-        if "gradient-magnitude" in self.bugs:
-            return -g * st["step_size"]
-        return -g.sign() * st["step_size"]
-
-
-class RefSparseAdam(_Base):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-
-    def rule(self, p, g, group, st):
-        b1, b2 = group["betas"]
-        if not g.is_sparse:
-            if "no-dense-check" in self.bugs:
-                g.coalesce()  # raises, without saying why
-            raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam instead")
-        if not st:
-            st["step"], st["exp_avg"], st["exp_avg_sq"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-        st["step"] += 1
-        t = st["step"]
-        m, v = st["exp_avg"], st["exp_avg_sq"]
-        bc1, bc2 = (1.0, 1.0) if "no-bias-correction" in self.bugs else (1 - b1**t, 1 - b2**t)
-        if "dense-update" in self.bugs:
-            dense = g.to_dense()
-            m.mul_(b1).add_(dense, alpha=1 - b1)
-            v.mul_(b2).addcmul_(dense, dense, value=1 - b2)
-            return -group["lr"] * math.sqrt(bc2) / bc1 * m / (v.sqrt() + group["eps"])
-        if "not-coalesced" not in self.bugs:
-            g = g.coalesce()
-        rows, values = g._indices()[0], g._values()
-        m[rows] = b1 * m[rows] + (1 - b1) * values  # with repeated rows, the last one wins
-        v[rows] = b2 * v[rows] + (1 - b2) * values**2
-        d = torch.zeros_like(p)
-        if "eps-as-in-adam" in self.bugs:
-            d[rows] = -group["lr"] / bc1 * m[rows] / (v[rows].sqrt() / math.sqrt(bc2) + group["eps"])
-        else:
-            d[rows] = -group["lr"] * math.sqrt(bc2) / bc1 * m[rows] / (v[rows].sqrt() + group["eps"])
-        return d
-
-
-class RefLBFGS(Optimizer):
-    """torch's L-BFGS without line search, with switchable mistakes."""
-
-    bugs: frozenset = frozenset()
-
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100, line_search_fn=None):
-        max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
-        super().__init__(params, dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-                                      tolerance_change=tolerance_change, history_size=history_size,
-                                      line_search_fn=line_search_fn))
-        self._params = self.param_groups[0]["params"]
-
-    def _flat_grad(self):
-        return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1)
-                          for p in self._params])
-
-    def _add(self, t, d):
-        i = 0
-        for p in self._params:
-            p.add_(d[i:i + p.numel()].view_as(p), alpha=t)
-            i += p.numel()
-
-    def step(self, closure):
-        if "no-no-grad" in self.bugs:
-            return self._step(closure)
-        with torch.no_grad():
-            return self._step(closure)
-
-    def _step(self, closure):
-        if "closure-without-enable-grad" not in self.bugs:
-            closure = torch.enable_grad()(closure)
-        group = self.param_groups[0]
-        lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
-        tol_grad, tol_change, history = group["tolerance_grad"], group["tolerance_change"], group["history_size"]
-        state = self.state[self._params[0]]
-        if "state-reset-each-step" in self.bugs:
-            state.clear()
-        state.setdefault("n_iter", 0)
-        orig_loss = closure()
-        loss = float(orig_loss.detach())
-        evals = 1
-        g = self._flat_grad()
-        if g.abs().max() <= tol_grad:
-            return orig_loss
-        d, t = state.get("d"), state.get("t")
-        old_y, old_s, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
-        H_diag, prev_g, prev_loss = state.get("H_diag"), state.get("prev_flat_grad"), state.get("prev_loss")
-        n_iter = 0
-        while n_iter < max_iter:
-            n_iter += 1
-            state["n_iter"] += 1
-            if state["n_iter"] == 1:
-                d, old_y, old_s, ro, H_diag = -g, [], [], [], 1
-            else:
-                y, s = g - prev_g, d * t
-                ys = y.dot(s)
-                if ys > 1e-10:
-                    if len(old_y) == history and "history-size-ignored" not in self.bugs:
-                        old_y.pop(0), old_s.pop(0), ro.pop(0)
-                    old_y.append(y), old_s.append(s), ro.append(1.0 / ys)
-                    if "no-initial-hessian-scaling" not in self.bugs:
-                        H_diag = ys / y.dot(y)
-                al = [None] * len(old_y)
-                q = -g
-                for i in range(len(old_y) - 1, -1, -1):
-                    al[i] = old_s[i].dot(q) * ro[i]
-                    q = q - al[i] * old_y[i]
-                r = q * H_diag
-                for i in range(len(old_y)):
-                    be = old_y[i].dot(r) * ro[i]
-                    r = r + (al[i] - be) * old_s[i]
-                d = r
-            prev_g, prev_loss = g.clone(), loss
-            if state["n_iter"] == 1 and "first-step-not-scaled" not in self.bugs:
-                t = min(1.0, 1.0 / g.abs().sum()) * lr
-            else:
-                t = lr
-            if g.dot(d) > -tol_change:
-                break
-            self._add(t, d)
-            if n_iter != max_iter:
-                loss = float(closure().detach())
-                g = self._flat_grad()
-                evals += 1
-            if n_iter == max_iter:
-                break
-            if evals >= max_eval and "max-eval-ignored" not in self.bugs:
-                break
-            if g.abs().max() <= tol_grad or (d * t).abs().max() <= tol_change or abs(loss - prev_loss) < tol_change:
-                break
-        state.update(d=d, t=t, old_dirs=old_y, old_stps=old_s, ro=ro, H_diag=H_diag, prev_flat_grad=prev_g,
-                     prev_loss=prev_loss)
-        return loss if "returns-last-loss" in self.bugs else orig_loss
-
-
-def buggy(cls, *bugs: str):
-    """cls with the given mistakes switched on."""
-    return type(cls.__name__.removeprefix("Ref"), (cls,), {"bugs": frozenset(bugs)})
-
-
 # -- hints shared by several optimizers ------------------------------------------------------
 
 H_NO_GRAD = ("step() runs with autograd on, as in a training loop: decorate it with @torch.no_grad() so the "
@@ -539,7 +102,7 @@ def _generic(*names: str) -> tuple[tuple[str, str], ...]:
 
 
 def mistakes(cls, pairs) -> tuple[Mistake, ...]:
-    return tuple(Mistake(name, hint, buggy(cls, name)) for name, hint in pairs)
+    return tuple(Mistake(name, hint, optim_bugs.with_bugs(cls, name)) for name, hint in pairs)
 
 
 def optimizer_check(name: str, cls, settings, pairs, **kw) -> Check:
@@ -553,7 +116,7 @@ def two_groups(lr_a: float, lr_b: float, **extra_b):
 
 # -- the checks ---------------------------------------------------------------------------------
 
-SGD = optimizer_check("SGD", RefSGD, [
+SGD = optimizer_check("SGD", optim_bugs.BuggableSGD, [
     setting("quadratic", lr=0.1),
     setting("quadratic", unused=True, lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.1),
     setting("least_squares", groups=two_groups(0.1, 0.02, weight_decay=0.05), lr=0.05, momentum=0.8,
@@ -570,7 +133,7 @@ SGD = optimizer_check("SGD", RefSGD, [
     ("nesterov-without-momentum-factor", "Nesterov's look-ahead is g + momentum * buf, with the momentum factor."),
 ))
 
-ADAGRAD = optimizer_check("Adagrad", RefAdagrad, [
+ADAGRAD = optimizer_check("Adagrad", optim_bugs.BuggableAdagrad, [
     setting("quadratic", lr=0.5),
     setting("least_squares", unused=True, lr=0.3, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5,
             eps=0.1),
@@ -584,7 +147,7 @@ ADAGRAD = optimizer_check("Adagrad", RefAdagrad, [
      "torch.full_like(p, initial_accumulator_value), not at zero."),
 ))
 
-RMSPROP = optimizer_check("RMSprop", RefRMSprop, [
+RMSPROP = optimizer_check("RMSprop", optim_bugs.BuggableRMSprop, [
     setting("quadratic", lr=0.05),
     setting("least_squares", unused=True, lr=0.02, alpha=0.9, eps=0.1, weight_decay=0.1, momentum=0.5),
     setting("logistic", resume=3, lr=0.05, alpha=0.8, centered=True),
@@ -599,7 +162,7 @@ RMSPROP = optimizer_check("RMSprop", RefRMSprop, [
      "buf = momentum * buf + g / avg, then p -= lr * buf."),
 ))
 
-ADADELTA = optimizer_check("Adadelta", RefAdadelta, [
+ADADELTA = optimizer_check("Adadelta", optim_bugs.BuggableAdadelta, [
     setting("quadratic", lr=1.0),
     setting("least_squares", unused=True, lr=2.0, rho=0.8, eps=1e-3, weight_decay=0.1),
     setting("logistic", groups=two_groups(3.0, 0.5), resume=3, lr=1.0, rho=0.5),
@@ -611,7 +174,7 @@ ADADELTA = optimizer_check("Adadelta", RefAdadelta, [
      "the old average."),
 ))
 
-ADAM = optimizer_check("Adam", RefAdam, [
+ADAM = optimizer_check("Adam", optim_bugs.BuggableAdam, [
     setting("quadratic", lr=0.1),
     setting("least_squares", unused=True, lr=0.05, betas=(0.8, 0.9), eps=0.1, weight_decay=0.1),
     setting("logistic", resume=3, lr=0.1, betas=(0.5, 0.6), amsgrad=True),
@@ -631,7 +194,7 @@ ADAM = optimizer_check("Adam", RefAdam, [
      "that maximum with the current step's 1 - beta2^t, not the maximum of bias-corrected values."),
 ))
 
-ADAMAX = optimizer_check("Adamax", RefAdamax, [
+ADAMAX = optimizer_check("Adamax", optim_bugs.BuggableAdamax, [
     setting("quadratic", lr=0.1),
     setting("least_squares", unused=True, lr=0.05, betas=(0.8, 0.9), eps=0.1, weight_decay=0.1),
     setting("logistic", groups=two_groups(0.2, 0.05), resume=3, lr=0.1, betas=(0.5, 0.7)),
@@ -643,7 +206,7 @@ ADAMAX = optimizer_check("Adamax", RefAdamax, [
      "maximum is not biased towards zero the way an average is)."),
 ))
 
-ASGD = optimizer_check("ASGD", RefASGD, [
+ASGD = optimizer_check("ASGD", optim_bugs.BuggableASGD, [
     setting("quadratic", report=("ax",), lr=0.1),
     setting("least_squares", unused=True, report=("ax",), lr=0.1, lambd=0.5, alpha=0.75, t0=2, weight_decay=0.1),
     setting("logistic", resume=3, report=("ax",), lr=0.3, lambd=0.3, alpha=1.0, t0=1),
@@ -655,7 +218,7 @@ ASGD = optimizer_check("ASGD", RefASGD, [
      "follows p."),
 ))
 
-RPROP = optimizer_check("Rprop", RefRprop, [
+RPROP = optimizer_check("Rprop", optim_bugs.BuggableRprop, [
     setting("quadratic", lr=0.05),
     setting("rosenbrock", steps=8, lr=0.03, step_sizes=(0.02, 0.05)),
     setting("least_squares", unused=True, groups=two_groups(0.1, 0.01), resume=3, lr=0.05, etas=(0.3, 1.5)),
@@ -668,7 +231,7 @@ RPROP = optimizer_check("Rprop", RefRprop, [
     ("gradient-magnitude", "Rprop uses only the sign of the gradient: p -= sign(g) * step_size."),
 ))
 
-SPARSE_ADAM = optimizer_check("SparseAdam", RefSparseAdam, [
+SPARSE_ADAM = optimizer_check("SparseAdam", optim_bugs.BuggableSparseAdam, [
     setting("embedding", lr=0.1),
     setting("embedding", resume=3, lr=0.1, betas=(0.5, 0.8), eps=0.1),
     setting("embedding", unused=True, groups=two_groups(0.2, 0.05), lr=0.1),
@@ -685,7 +248,7 @@ SPARSE_ADAM = optimizer_check("SparseAdam", RefSparseAdam, [
      "p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), unlike Adam's sqrt(v_hat) + eps."),
 ))
 
-LBFGS = optimizer_check("LBFGS", RefLBFGS, [
+LBFGS = optimizer_check("LBFGS", optim_bugs.BuggableLBFGS, [
     setting("quadratic", steps=3, closure=True, lr=0.5, max_iter=3),
     setting("least_squares", steps=4, closure=True, resume=2, lr=0.5, max_iter=3, history_size=2),
     setting("logistic", steps=4, closure=True, unused=True, lr=0.5, max_iter=6, max_eval=3, history_size=3),

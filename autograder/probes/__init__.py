@@ -4,14 +4,14 @@ A probe runs the graded object on one case and returns a dict of named
 outputs (tensors or plain values). The same probe runs the student's code (in
 the sandboxed child), the reference and each known mistake (in the trusted
 parent), so all three are measured the same way. Everything a probe returns
-crosses a process boundary through `to_wire` / `from_wire`: plain tensors
-only, loaded with `weights_only=True`.
+becomes an `autograder.answer.Answer` of plain tensors and plain values
+(`run_probe`), which crosses the one codec of `autograder/answer.py`.
 
 A probe is any object with `run(impl, case, watch) -> dict`; it must call the
 graded code inside `with watch:` (when watch is not None) so forbidden calls
 are seen. One module per kind of graded object:
 
-    core.py               what every probe shares: call watching, run_probe, the wire format
+    core.py               what every probe shares: call watching, run_probe
     function.py           a function: output and input gradients
     module.py             an nn.Module class or a builder of one: parameters, forward, .to()
     activation_module.py  an activation module with learnable parameters (PReLU)
@@ -21,8 +21,7 @@ are seen. One module per kind of graded object:
 
 Chapters import the probe classes from their modules directly.
 """
-from autograder.probes.core import (NOT_DIFFERENTIABLE, from_bytes, grad_weights, run_probe, to_bytes,
-                                    to_wire)
+from autograder.probes.core import NOT_DIFFERENTIABLE, grad_weights, run_probe, to_wire
 from autograder.probes.function import FunctionProbe
 
-__all__ = ["NOT_DIFFERENTIABLE", "FunctionProbe", "from_bytes", "grad_weights", "run_probe", "to_bytes", "to_wire"]
+__all__ = ["NOT_DIFFERENTIABLE", "FunctionProbe", "grad_weights", "run_probe", "to_wire"]

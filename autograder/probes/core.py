@@ -1,4 +1,4 @@
-"""The machinery every probe shares: call watching, running a case, the wire format."""
+"""The machinery every probe shares: call watching, running a case into an `Answer`."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from autograder.answer import Answer
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
@@ -41,12 +43,9 @@ def grad_weights(out: torch.Tensor) -> torch.Tensor:
     return w[:n].reshape(out.shape)
 
 
-def run_probe(check, impl, case) -> dict[str, Any]:
-    """Run one case and package the outcome for the wire.
-
-    Returns {"values": {...}, "devices": {...}, "error": str | None,
-    "forbidden": [names], "stdout": str}.
-    """
+def run_probe(check, impl, case) -> Answer:
+    """Run one case of `check` on `impl` (the student's code, the reference or a known
+    mistake) and return what came out as an `Answer` of plain values."""
     watch = _CallWatch(check.forbidden) if check.forbidden else None
     buf = io.StringIO()
     try:
@@ -57,15 +56,12 @@ def run_probe(check, impl, case) -> dict[str, Any]:
         if isinstance(exc, KeyboardInterrupt):
             raise
         values = {}
-        error = _describe_exception(exc)
-    wire = to_wire(values)
-    wire["error"] = error
-    wire["forbidden"] = list(watch.seen) if watch else []
-    wire["stdout"] = buf.getvalue()[-2000:]
-    return wire
+        error = describe_exception(exc)
+    plain, devices = to_wire(values)
+    return Answer(plain, devices, error, list(watch.seen) if watch else [], buf.getvalue()[-2000:])
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     # The last frame in the student's code is the one they can act on.
     user = [f for f in frames if f.filename.startswith("<cell")]
@@ -74,9 +70,9 @@ def _describe_exception(exc: BaseException) -> str:
     return (text[:1500] + " ...") if len(text) > 1500 else text + where
 
 
-def to_wire(values: dict[str, Any]) -> dict[str, Any]:
-    """Plain tensors and plain values only; meta tensors become empty CPU
-    tensors of the same shape and dtype, with their device recorded."""
+def to_wire(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(plain values, devices): plain tensors and plain values only; meta tensors become
+    empty CPU tensors of the same shape and dtype, with their device recorded."""
     plain: dict[str, Any] = {}
     devices: dict[str, str] = {}
     for key, v in values.items():
@@ -96,18 +92,4 @@ def to_wire(values: dict[str, Any]) -> dict[str, Any]:
             plain[key] = list(v)
         else:
             plain[key] = f"<{type(v).__name__}>"
-    return {"values": plain, "devices": devices}
-
-
-def to_bytes(wire: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(wire, buf)
-    return buf.getvalue()
-
-
-def from_bytes(data: bytes) -> dict[str, Any]:
-    """Load an answer from the child: tensors and plain containers only."""
-    obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    if not isinstance(obj, dict):
-        raise ValueError("answer is not a dict")
-    return obj
+    return plain, devices

@@ -56,7 +56,9 @@ from numbers import Real
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from autograder.probes.optim_problems import PROBLEMS
+
 
 # torch.optim imports torch._dynamo (about 1.5 s) when the first optimizer is
 # made. Importing it here, with the chapter's checks, pays that once in the
@@ -65,59 +67,6 @@ try:
     import torch._dynamo  # noqa: F401
 except Exception:  # noqa: BLE001 - only a speed-up
     pass
-
-# -- the problems: loss(params, data, k) -> scalar at step k (1-based) ------------------
-
-
-def _flat(params) -> torch.Tensor:
-    return torch.cat([p.reshape(-1) for p in params])
-
-
-def quadratic(params, data, k):
-    """0.5 z^T A z - b^T z, z = all parameters flattened; A symmetric positive definite."""
-    z = _flat(params)
-    return 0.5 * z @ (data["A"] @ z) - data["b"] @ z
-
-
-def least_squares(params, data, k):
-    """mean((X W^T + c - Y)^2): a linear layer fit by MSE."""
-    W, c = params
-    return ((data["X"] @ W.T + c - data["Y"]) ** 2).mean()
-
-
-def rosenbrock(params, data, k):
-    """(1 - x)^2 + 100 (y - x^2)^2, a curved valley; params[0] = (x, y)."""
-    x, y = params[0][0], params[0][1]
-    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
-
-
-def logistic(params, data, k):
-    """Binary cross-entropy of a logistic regression: w (d,), b ()."""
-    w, b = params
-    return F.binary_cross_entropy_with_logits(data["X"] @ w + b, data["y"])
-
-
-def embedding(params, data, k, sparse=True):
-    """sum((E[index_k] - T_k)^2) with E = params[0] (V, D): step k looks up a batch of
-    rows, index (S, N) and target (S, N, D) taken in turn; a batch may repeat a row.
-    With sparse=True the gradient of E is a sparse tensor, as nn.Embedding(sparse=True) gives."""
-    i = (k - 1) % data["index"].shape[0]
-    rows = F.embedding(data["index"][i], params[0], sparse=sparse)
-    return ((rows - data["target"][i]) ** 2).sum()
-
-
-def embedding_dense(params, data, k):
-    return embedding(params, data, k, sparse=False)
-
-
-PROBLEMS = {
-    "quadratic": quadratic,
-    "least_squares": least_squares,
-    "rosenbrock": rosenbrock,
-    "logistic": logistic,
-    "embedding": embedding,
-    "embedding_dense": embedding_dense,
-}
 
 # -- watching for torch.optim's own code -------------------------------------------
 
@@ -248,7 +197,7 @@ class OptimizerProbe:
 
     def run(self, impl, case, watch=None) -> dict[str, Any]:
         kw = case.kwargs
-        loss_of = PROBLEMS[kw["problem"]]
+        loss_of = PROBLEMS[kw["problem"]].loss
         data = kw.get("data", {})
         n_used = len(kw["params"]) - int(kw.get("unused", 0))
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import autograder.chapters.optimizers as chapter
+import autograder.mistakes.optimizers as optim_bugs
 from autograder.compare import compare_answers
 from autograder.probes import run_probe
 from tests.conftest import assert_full_marks, grade_impl, grader, reference
@@ -45,7 +46,7 @@ def test_reference_equals_torch_on_every_case(name):
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_chapter_implementation_without_mistakes_equals_torch(name):
-    _same_as_torch(name, getattr(chapter, f"Ref{name}"))
+    _same_as_torch(name, getattr(optim_bugs, f"Buggable{name}"))
 
 
 def _random_options(name, g):
@@ -249,7 +250,7 @@ ALTERNATIVES = [
     pytest.param("SGD", SGDForeach, id="SGD:foreach"),
     pytest.param("SparseAdam", SparseAdamViaSparseMask, id="SparseAdam:sparse-mask"),
     pytest.param("train_one_epoch", train_with_sample_weighted_mean, id="train_one_epoch:sample-weighted"),
-] + [pytest.param(n, getattr(chapter, f"Ref{n}"), id=f"{n}:chapter-implementation") for n in OPTIMIZERS]
+] + [pytest.param(n, getattr(optim_bugs, f"Buggable{n}"), id=f"{n}:chapter-implementation") for n in OPTIMIZERS]
 
 
 @pytest.mark.parametrize("name, impl", ALTERNATIVES)

@@ -1,0 +1,101 @@
+"""The grader's handle on a zygote: start it, hand it the inputs, ask it for children.
+
+Runs in the grader. The zygote itself (what runs in it) is zygote.py; one
+child's life is child.py; a submission's child is driven by submission.py.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from autograder.checks import Case
+from autograder.sandbox.limits import UID_SLOTS, Limits, SandboxError
+from autograder.sandbox.bootstrap import BOOTSTRAP
+
+
+class ZygoteHandle:
+    """The grader's handle on one zygote (one chapter, one device, one run)."""
+
+    def __init__(self, stem: str, *, device: str, limits: Limits | None = None, hide: list[str] | tuple = ()):
+        self.stem, self.device = stem, device
+        self.limits = limits or Limits()
+        self.hide = list(hide)
+        self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2])] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", BOOTSTRAP, str(theirs.fileno()), "isolate" if self.limits.isolate else "none"],
+            stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
+        theirs.close()
+        self._lock = threading.Lock()
+        self._next_uid = 0
+        self.mode = self.warning = None
+
+    def start(self, cases: dict[str, list[Case]], helpers: list[str] = ()) -> "ZygoteHandle":
+        """Hand the zygote every check's inputs and the source's read-only helper cells
+        (for the visible tests); wait until it is ready to fork."""
+        cpu_cases, devices = {}, {}
+        for name, cs in cases.items():
+            cpu_cases[name] = [c.map_tensors(lambda t: t.cpu() if t.device.type not in ("cpu", "meta") else t)
+                               for c in cs]
+            devices[name] = [[str(t.device) for t in c.tensors()] for c in cs]
+        cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits, "hide": self.hide,
+                            "cases": cpu_cases, "devices": devices, "helpers": list(helpers)})
+        try:
+            self._proc.stdin.write(struct.pack("<Q", len(cfg)) + cfg)
+            self._proc.stdin.close()
+            reply = self._ctl.recv(1 << 16)
+        except OSError:
+            reply = b""
+        if not reply:
+            self.close()
+            raise SandboxError(f"the grading sandbox did not start (exit code {self._proc.wait()})")
+        _, self.mode, self.warning = pickle.loads(reply)
+        if self.warning:
+            print(self.warning, file=sys.stderr)
+        return self
+
+    def spawn(self) -> tuple[int, int | None, Connection]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            uid = self.limits.uid_base + self._next_uid % UID_SLOTS
+            self._next_uid += 1
+            try:
+                socket.send_fds(self._ctl, [pickle.dumps(("spawn", uid))], [theirs.fileno()])
+                msg, fds, _, _ = socket.recv_fds(self._ctl, 1 << 16, 1)
+            finally:
+                theirs.close()
+        reply = pickle.loads(msg) if msg else ("error", "the zygote ended")
+        if reply[0] != "pid":
+            ours.close()
+            raise SandboxError(f"could not start a grading child: {reply[1]}")
+        return reply[1], (fds[0] if fds else None), Connection(ours.detach())
+
+    def status(self, pid: int) -> int | None:
+        with self._lock:
+            self._ctl.send(pickle.dumps(("status", pid)))
+            msg = self._ctl.recv(1 << 16)
+        return pickle.loads(msg)[1] if msg else None
+
+    def close(self) -> None:
+        try:
+            self._ctl.close()  # the zygote cleans up and ends
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+

@@ -1,0 +1,282 @@
+"""One submission's child, driven from the grader: the sandbox's executor.
+
+Runs in the grader. Starts a child from the zygote, runs the cells (a cell
+that kills or hangs the child is skipped: a new child runs the cells before
+it again and goes on, so the cell costs only what it defines), runs visible
+tests and answers checks (a check that kills or hangs the child costs only
+that check). Every reply is decoded by the one codec and every answer
+validated (`Answer.from_record`) before anything decides on it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import select
+import signal
+
+import torch
+
+from autograder.answer import Answer, MalformedAnswer, decode
+from autograder.checks import Case
+from autograder.notebook import Cell, code_to_run
+from autograder.problems import Problem
+from autograder.sandbox.handle import ZygoteHandle
+from autograder.sandbox.limits import MAX_MESSAGE, PIPELINE_BYTES, ChildLost, Limits, RemoteError, SandboxError, \
+    Unproxyable
+from autograder.sandbox.remote import RemoteGrad, check_proxyable, pack_args, tensors_in
+from autograder.text import clean
+
+_CUDA_ERROR = re.compile(r"CUDA error|cudaError|CUBLAS_STATUS|CUDNN_STATUS|device-side assert|"
+                         r"an illegal memory access", re.IGNORECASE)
+
+
+class SandboxedSubmission:
+    """One submission's child process, restarted past cells that kill it."""
+
+    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, check_ids: set[str],
+                 visible: dict[str, Cell] | None = None, limits: Limits | None = None):
+        self.zygote = zygote
+        self.visible = visible or {}
+        self.visible_failures: dict[str, Problem] = {}
+        self.limits = limits or zygote.limits
+        self.code = code_to_run(cells, check_ids)
+        self.skip: set[int] = set()
+        self.problems: list[Problem] = []
+        self._reported: set[int] = set()
+        self._ahead: list[str] = []  # checks whose answers were asked for ahead (see prefetch)
+        self._calls = 0  # remote calls made for visible tests
+        self._replies = None
+        self.pid = self.pidfd = self.conn = None
+
+    def __enter__(self):
+        self._run_cells()
+        return self
+
+    def __exit__(self, *exc):
+        self._kill()
+
+    # -- child management -------------------------------------------------
+    def _spawn(self) -> None:
+        self.pid, self.pidfd, self.conn = self.zygote.spawn()
+        try:
+            hello = self._receive(self.limits.cell_timeout)
+        except ChildLost as lost:
+            raise SandboxError(f"a grading child did not start: it {lost}") from None
+        if hello.get("kind") != "ready":
+            raise SandboxError("a grading child did not start")
+
+    def _alive(self) -> bool:
+        if self.pid is None:
+            return False
+        if self.pidfd is not None:
+            return not select.select([self.pidfd], [], [], 0)[0]
+        return True
+
+    def _kill(self) -> None:
+        self._ahead = []
+        if self.pid is not None:
+            for kill in (lambda: os.killpg(self.pid, signal.SIGKILL) if self._alive() else None,  # its group
+                         lambda: self.pidfd is not None and signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)):
+                try:  # with a PID namespace, the kernel then kills everything in it
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+        if self.conn is not None:
+            self.conn.close()
+        self.pid = self.pidfd = self.conn = None
+
+    def _exit_code(self) -> int | None:
+        if self.pidfd is not None:
+            select.select([self.pidfd], [], [], 2.0)  # wait (briefly) until it has ended
+        for _ in range(20):
+            code = self.zygote.status(self.pid)
+            if code is not None:
+                return code
+            select.select([], [], [], 0.05)
+        return None
+
+    def _receive(self, timeout: float) -> dict:
+        try:
+            if not self.conn.poll(timeout):
+                raise ChildLost(f"did not finish within {timeout:g} s", "timeout")
+            data = self.conn.recv_bytes(MAX_MESSAGE)
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            code = self._exit_code()
+            if code is not None and code < 0:
+                name = signal.Signals(-code).name
+                why = {"SIGKILL": "was killed (out of memory?)", "SIGXCPU": "ran out of CPU time",
+                       "SIGXFSZ": "wrote a file over the size limit"}.get(name, f"was killed by {name}")
+                raise ChildLost(why) from None
+            raise ChildLost(f"ended the process (exit code {code}; os._exit?)") from None
+        except OSError as exc:  # e.g. a message over MAX_MESSAGE
+            raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
+        try:
+            return decode(data)
+        except MalformedAnswer as exc:  # an answer that is not plain data
+            raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
+
+    def _request(self, msg, timeout: float) -> dict:
+        return next(self._pipelined([msg], timeout))
+
+    def _pipelined(self, msgs: list, timeout: float):
+        """The replies to `msgs`, in order, each within `timeout`. Requests are sent
+        ahead of their replies (while under PIPELINE_BYTES, which the socket buffers),
+        so the child goes from one to the next without waiting for the grader.
+        Raises ChildLost at the first reply that does not come."""
+        payloads = [pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL) for m in msgs]
+        sent = outstanding = 0
+        for i in range(len(payloads)):
+            while sent < len(payloads) and (sent == i or outstanding + len(payloads[sent]) <= PIPELINE_BYTES):
+                try:
+                    self.conn.send_bytes(payloads[sent])
+                except (BrokenPipeError, ConnectionResetError, EOFError):
+                    pass  # the reply (EOF) says what happened
+                outstanding += len(payloads[sent])
+                sent += 1
+            reply = self._receive(timeout)
+            outstanding -= len(payloads[i])
+            yield reply
+
+    def _run_cells(self) -> None:
+        """Start a child and run the cells, skipping any that kill or hang it;
+        then the visible tests of each check cell, as nbgrader would."""
+        while True:
+            self._kill()
+            self._spawn()
+            if not self._run_student_cells():
+                continue
+            todo = [(g, c) for g, c in self.visible.items() if g not in self.visible_failures]
+            replies = self._pipelined([("visible", c.index, c.source) for _, c in todo], self.limits.cell_timeout)
+            for grade_id, _ in todo:
+                try:
+                    report = next(replies)
+                except ChildLost as lost:
+                    self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
+                    break
+                if not report.get("ok"):
+                    self.visible_failures[grade_id] = Problem("error", str(report.get("error")))
+            else:
+                return
+
+    def _run_student_cells(self) -> bool:
+        """True when every cell ran (or raised); False when one killed the child."""
+        todo = [c for c in self.code if c.index not in self.skip]
+        replies = self._pipelined([("cell", c.index, c.source) for c in todo], self.limits.cell_timeout)
+        for cell in todo:
+            try:
+                report = next(replies)
+            except ChildLost as lost:
+                self.skip.add(cell.index)
+                self.problems.append(Problem(lost.kind, f"cell {cell.number} {lost}; graded without that cell"))
+                return False
+            if report.get("kind") != "cell":
+                self.skip.add(cell.index)
+                self.problems.append(Problem("crash", f"cell {cell.number} garbled the grader's channel; "
+                                             "graded without it"))
+                return False
+            if not report.get("ok") and cell.index not in self._reported:
+                self._reported.add(cell.index)
+                self.problems.append(Problem("error", f"cell {cell.number} raised {report.get('error')}"))
+        return True
+
+    def run_visible(self, grade_id: str, cell: Cell) -> None:
+        """Run one check cell's visible tests in the child (those the grader cannot run itself)."""
+        if not self._alive():
+            self._run_cells()
+        try:
+            report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
+        except ChildLost as lost:
+            self._kill()
+            self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
+            return
+        if not report.get("ok"):
+            self.visible_failures[grade_id] = Problem("error", str(report.get("error")))
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        """Call the graded function `name` in the child, for a visible test the grader runs.
+        Tensors come back as plain tensors; an output that depends on inputs requiring
+        grad is wired into autograd, its backward computed by the child (`vjp`)."""
+        check_proxyable((args, kwargs))
+        if not self._alive():
+            self._run_cells()
+        leaves = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
+        self._calls += 1
+        a = self._remote(("call", self._calls, name, pack_args(args, kwargs)))
+        if a.get("unproxyable"):
+            raise Unproxyable(a["unproxyable"])
+        n, kind, grad = a.get("n"), a.get("kind"), a.get("grad")
+        items = [a["values"].get(str(k)) for k in range(n)] if isinstance(n, int) and 0 <= n <= 256 else None
+        if (items is None or kind not in ("one", "tuple", "list") or not isinstance(grad, list)
+                or any(not isinstance(k, int) or not 0 <= k < n or type(items[k]) is not torch.Tensor for k in grad)):
+            raise RemoteError("your function's result could not be read")
+        if grad and leaves:
+            cid = self._calls
+            outs = RemoteGrad.apply({"outputs": [items[k] for k in grad],
+                                      "vjp": lambda gos: self._vjp(cid, gos, leaves)}, *leaves)
+            for k, o in zip(grad, outs):
+                items[k] = o
+        return items[0] if kind == "one" else tuple(items) if kind == "tuple" else items
+
+    def _vjp(self, cid: int, grad_outputs, leaves: list) -> list:
+        a = self._remote(("vjp", cid, [g.detach().clone() for g in grad_outputs]))
+        grads = [a["values"].get(str(k)) for k in range(len(leaves))]
+        return [g if type(g) is torch.Tensor else None for g in grads]
+
+    def _remote(self, msg) -> dict:
+        try:
+            reply = self._request(msg, self.limits.cell_timeout)
+        except ChildLost as lost:
+            self._kill()
+            raise RemoteError(f"your code {lost}") from None
+        records = reply.get("records")
+        if reply.get("kind") != "answers" or not isinstance(records, list) or len(records) != 1:
+            self._kill()
+            raise RemoteError("your function's result could not be read")
+        record = records[0]  # decode() made sure it is a dict with a dict of values
+        if record.get("error"):
+            raise RemoteError(clean(record["error"]))
+        return record
+
+    def prefetch(self, checks: list) -> None:
+        """Ask for the answers of `checks` at once; `answer` then takes them in this order."""
+        if not self._alive():
+            self._run_cells()
+        self._ahead = [c.name for c in checks]
+        self._replies = self._pipelined([("answer", name) for name in self._ahead], self.limits.check_timeout)
+
+    def answer(self, check, cases: list[Case]) -> list[Answer]:
+        if self._ahead and self._ahead[0] == check.name and self._alive():
+            self._ahead.pop(0)
+            replies = self._replies
+        else:
+            if self._ahead:  # asked out of order: the child still owes the answers asked ahead
+                self._kill()
+            if not self._alive():
+                self._run_cells()
+            replies = self._pipelined([("answer", check.name)], self.limits.check_timeout)
+        try:
+            reply = next(replies)
+        except ChildLost as lost:
+            self._kill()
+            self.problems.append(Problem(lost.kind, f"check {check.name}: your code {lost}"))
+            return [Answer.failed(f"your code {lost}") for _ in cases]
+        records = reply.get("records")
+        if reply.get("kind") != "answers" or not isinstance(records, list) or len(records) != len(cases):
+            self._kill()
+            why = reply.get("error") if reply.get("kind") == "unpackable" else None
+            return [Answer.failed(f"the answer could not be read: {clean(why, 500)}" if why
+                                  else "the answer was garbled") for _ in cases]
+        answers = []
+        for record in records:
+            try:
+                answers.append(Answer.from_record(record))
+            except MalformedAnswer as exc:
+                answers.append(Answer.failed(f"malformed answer: {exc}"))
+        if any(_CUDA_ERROR.search(a.error or "") for a in answers):
+            self._kill()  # a CUDA error can leave the context unusable: the next check gets a new child
+            self.problems.append(Problem("crash", f"check {check.name}: a CUDA error; the next check ran in a new "
+                                                  "process"))
+        return answers

@@ -1,0 +1,173 @@
+"""What runs in the zygote: the bootstrap, the zygote's state, its warm-up and its loop.
+
+A zygote is a fresh Python process (exec'd by the grader's `ZygoteHandle`, not
+forked from the grader, so it never holds a solution or a gradebook) that
+imports torch, this package and the chapter's checks once, receives the
+check inputs once, isolates itself (policy.isolate_zygote), and then forks
+one child per submission (child.child_main). A fork costs a few
+milliseconds; an import of torch costs a second. CUDA is never touched in
+the zygote: each child initialises it itself.
+
+Control protocol (grader <-> zygote, over a SOCK_SEQPACKET pair; pickles both
+ways, written only by the grader and this trusted process):
+
+    grader: ("spawn", uid) + the child's socket   -> ("pid", pid) + a pidfd, or ("error", why)
+    grader: ("status", pid)                       -> ("status", exit code or -signal or None)
+    grader closes the socket                      -> the zygote cleans up and ends
+"""
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+
+import torch
+
+from autograder.answer import encode_records
+from autograder.checks import Case, load_checks
+from autograder.execute import new_namespace, run_cell
+from autograder.notebook import Cell
+from autograder.probes import run_probe
+from autograder.sandbox.child import child_main
+from autograder.sandbox.policy import isolate_zygote, pid_namespaces_work
+from autograder.sandbox.syscalls import CLONE_NEWPID, PR_SET_PDEATHSIG, prctl, setns, unshare
+from autograder.torchstate import pin_torch_flags, snapshot
+
+
+
+class ZygoteState:
+    """The zygote's own state (inside the zygote process); the grader's handle on it is
+    `autograder.sandbox.handle.ZygoteHandle`."""
+
+    def __init__(self, cfg: dict):
+        self.stem, self.device, self.limits = cfg["stem"], cfg["device"], cfg["limits"]
+        self.cases: dict[str, list[Case]] = cfg["cases"]
+        self.devices: dict[str, list[list[str]]] = cfg["devices"]
+        self.helpers: list[str] = cfg.get("helpers", [])
+        self.checks = load_checks(self.stem)
+        warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
+        self.pristine = snapshot()
+        # a root grader runs children as a uid of their own, with or without namespaces
+        self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
+        self.mode, self.warning = (isolate_zygote(cfg["hide"]) if self.limits.isolate
+                                   else ("rlimits", ""))
+        self.pidns_fd = None
+        if self.mode != "rlimits" and pid_namespaces_work():
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        self.statuses: dict[int, int] = {}
+        self.scratch: dict[int, str] = {}  # pid -> scratch folder, without namespaces (removed when reaped)
+
+    def fork(self, fd: int, uid: int, ctl: socket.socket) -> int:
+        scratch = tempfile.mkdtemp(prefix="autograder-") if self.mode == "rlimits" else None
+        if self.pidns_fd is not None:
+            unshare(CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if self.pidns_fd is not None:
+                setns(self.pidns_fd, CLONE_NEWPID)
+            raise
+        if pid == 0:
+            try:
+                ctl.close()
+                child_main(self, fd, uid, scratch)
+            except BaseException:  # noqa: BLE001 - set-up failed: the grader sees exit code 70
+                pass
+            os._exit(70)
+        if self.pidns_fd is not None:
+            setns(self.pidns_fd, CLONE_NEWPID)
+        if scratch:
+            self.scratch[pid] = scratch
+        return pid
+
+    def clean_up(self) -> None:
+        """Without namespaces, children's scratch folders are real folders: remove them."""
+        for pid in list(self.scratch):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            shutil.rmtree(self.scratch.pop(pid), ignore_errors=True)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.statuses[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            if pid in self.scratch:
+                shutil.rmtree(self.scratch.pop(pid), ignore_errors=True)
+
+
+def warm_up(z: ZygoteState) -> None:
+    """Run what every child runs (a cell, torch.testing, each check's probe on its
+    known mistakes for every case, meta cases included), so lazy imports and
+    first-call caches (torch.distributed.tensor, meta kernels, decompositions)
+    are paid once, here, not in every child (0.5 s a child otherwise)."""
+    run_cell(Cell(0, "code", "%matplotlib inline\nimport torch\n"
+                             "torch.testing.assert_close(torch.ones(2), torch.ones(2))\n"
+                             "assert torch.allclose(torch.ones(2), torch.ones(2))"), new_namespace())
+    for name, check in z.checks.items():
+        for m in check.mistakes:
+            answers = []
+            for case in z.cases.get(name, []):
+                try:
+                    pin_torch_flags()
+                    answers.append(run_probe(check, m.impl, case))
+                except Exception:  # noqa: BLE001 - a warm-up only
+                    pass
+            encode_records("answers", [a.to_record() for a in answers])
+    pin_torch_flags()
+
+
+def zygote_main() -> None:
+    """Entry point of the zygote process: `python -c BOOTSTRAP` (see ZygoteHandle)."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # it goes when the grader goes
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    size = struct.unpack("<Q", sys.stdin.buffer.read(8))[0]
+    cfg = pickle.loads(sys.stdin.buffer.read(size))  # the grader's own pickle
+    torch.set_num_threads(1)
+    z = ZygoteState(cfg)
+    gc.collect()
+    gc.freeze()  # children do not copy the zygote's objects when they collect garbage
+    ctl.send(pickle.dumps(("ready", z.mode, z.warning)))
+    while True:
+        try:
+            ready = select.select([ctl], [], [], 0.2)[0]
+        except InterruptedError:
+            ready = []
+        z.reap()
+        if not ready:
+            continue
+        msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 2)
+        if not msg:  # the grader is done
+            z.clean_up()
+            os._exit(0)
+        req = pickle.loads(msg)
+        if req[0] == "spawn":
+            try:
+                pid = z.fork(fds[0], req[1], ctl)
+                pidfd = [os.pidfd_open(pid)] if hasattr(os, "pidfd_open") else []
+                socket.send_fds(ctl, [pickle.dumps(("pid", pid))], pidfd)
+                for fd in pidfd:
+                    os.close(fd)
+            except OSError as exc:
+                ctl.send(pickle.dumps(("error", str(exc))))
+            for fd in fds:
+                os.close(fd)
+        elif req[0] == "status":
+            z.reap()
+            ctl.send(pickle.dumps(("status", z.statuses.pop(req[1], None))))
+
+

@@ -22,7 +22,7 @@ from autograder.checks import Case, Check
 from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell, code_to_run
 from autograder.probes import run_probe
-from autograder.problems import Problem
+from autograder.problems import Problem, cell_error_kind
 from autograder.torchstate import pin_torch_flags
 
 
@@ -63,7 +63,7 @@ class InProcess:
         for cell in self.code:
             outcome = run_cell(cell, self.namespace)
             if not outcome.ok:
-                self.problems.append(Problem("error", f"cell {cell.number} raised {outcome.error}"))
+                self.problems.append(Problem(cell_error_kind(outcome.error), f"cell {cell.number} raised {outcome.error}"))
         for grade_id, cell in self.visible.items():
             self.run_visible(grade_id, cell)
         return self

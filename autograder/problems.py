@@ -17,10 +17,16 @@ KINDS = {
     "missing": "no notebook submitted",
     "timeout": "code ran past the time limit",
     "crash": "code ended or broke the grading process",
+    "syntax-error": "a cell is not valid Python",
     "error": "raised an error",
     "unanswered": "not answered (NotImplementedError)",
     "notebook": "notebook renamed, extra notebooks or cells changed",
 }
+
+
+def cell_error_kind(error: str) -> str:
+    """The kind of a cell's error message (as execute.run_cell writes it: "TypeName at line N: ...")."""
+    return "syntax-error" if error.startswith(("SyntaxError", "IndentationError", "TabError")) else "error"
 
 
 class Problem(str):

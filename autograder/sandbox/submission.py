@@ -20,7 +20,7 @@ import torch
 from autograder.answer import Answer, MalformedAnswer, decode
 from autograder.checks import Case
 from autograder.notebook import Cell, code_to_run
-from autograder.problems import Problem
+from autograder.problems import Problem, cell_error_kind
 from autograder.sandbox.handle import ZygoteHandle
 from autograder.sandbox.limits import MAX_MESSAGE, PIPELINE_BYTES, ChildLost, Limits, RemoteError, SandboxError, \
     Unproxyable
@@ -179,7 +179,8 @@ class SandboxedSubmission:
                 return False
             if not report.get("ok") and cell.index not in self._reported:
                 self._reported.add(cell.index)
-                self.problems.append(Problem("error", f"cell {cell.number} raised {report.get('error')}"))
+                error = clean(report.get("error"))
+                self.problems.append(Problem(cell_error_kind(error), f"cell {cell.number} raised {error}"))
         return True
 
     def run_visible(self, grade_id: str, cell: Cell) -> None:

@@ -19,7 +19,18 @@ def _grade(args) -> int:
     problems = sum(1 for r in results if r.status != "graded")
     print(f"graded {total} submissions of {args.stem}; {problems} could not be graded; "
           f"results in {Path(args.out) / 'grades.csv'}")
-    return _instructor_outputs(args, results)
+    code = _instructor_outputs(args, results)
+    return _grader_errors(results) or code
+
+
+def _grader_errors(results) -> int:
+    """The last line: how many submissions the grader itself failed on; exit status 3 if any."""
+    failed = [r.student_id for r in results if r.status == "grader-error"]
+    if not failed:
+        print("0 grader errors")
+        return 0
+    print(f"{len(failed)} grader error{'s' if len(failed) != 1 else ''} (grade them again): {', '.join(failed)}")
+    return 3
 
 
 def _instructor_outputs(args, results) -> int:
@@ -30,6 +41,10 @@ def _instructor_outputs(args, results) -> int:
 
     out = Path(args.out)
     n = write_all_feedback(out, results)
+    if n < len(results):  # a student whose feedback failed is now a grader error: grades.csv says so
+        from autograder.results import write_grades_csv
+
+        write_grades_csv(out)
     print(f"feedback for {n} students in {out / 'feedback'}; class report {write_report(out)}; "
           f"LMS grades {write_lms_csv(out)}")
     if not args.gradebook:

@@ -11,7 +11,8 @@ import html
 from pathlib import Path
 
 from autograder.report import explain, render_submission, view_check
-from autograder.results import SubmissionResult, atomic_write
+from autograder.problems import Problem
+from autograder.results import SubmissionResult, atomic_write, write_result
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60rem; margin: 2rem auto;
@@ -101,6 +102,19 @@ def write_feedback(out: Path, result: SubmissionResult) -> list[Path]:
 
 
 def write_all_feedback(out: Path, results: list[SubmissionResult]) -> int:
+    """Every student's feedback; one whose feedback cannot be written becomes a grader-error
+    result (its problem says why) and the others are still written. Returns how many were written."""
+    written = 0
     for r in results:
-        write_feedback(out, r)
-    return len(results)
+        try:
+            write_feedback(out, r)
+            written += 1
+        except Exception as exc:  # noqa: BLE001 - one student's feedback never stops the others'
+            r.status = "grader-error"
+            r.problems.append(Problem("grader-error", f"the grader failed while writing this student's feedback "
+                                                      f"({type(exc).__name__}: {exc})"))
+            try:
+                write_result(out, r)
+            except Exception:  # noqa: BLE001
+                pass
+    return written

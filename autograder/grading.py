@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import stat
 import sys
 import threading
 import time
@@ -167,21 +168,48 @@ class Grader:
         return [self.grade_check(name, executor) for name in self.prepared]
 
 
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def find_notebook(folder: Path, stem: str) -> tuple[Path | None, list[Problem]]:
-    """Locate: the notebook to grade in a student's assignment folder, and what to report."""
+    """Locate: the notebook to grade in a student's assignment folder, and what to report.
+    Only a regular file in a real folder is taken: a symbolic link (to a file or a folder)
+    is refused with its own message, never followed."""
     problems: list[Problem] = []
-    if not folder.is_dir():
+    try:
+        st = os.lstat(folder)
+    except OSError:
         return None, [Problem("missing", f"no {stem}/ folder submitted")]
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISLNK(os.lstat(folder.parent).st_mode):
+        return None, [Problem("unreadable", f"{folder.parent.name}/{stem} is a symbolic link; only a real folder "
+                                            "inside the submissions folder is graded")]
+    if not stat.S_ISDIR(st.st_mode):
+        return None, [Problem("missing", f"no {stem}/ folder submitted ({stem} is not a folder)")]
     expected = folder / f"{stem}.ipynb"
-    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        return None, [Problem("unreadable", f"the {stem}/ folder cannot be read: {exc.strerror}")]
+    found = [folder / n for n in names if n.endswith(".ipynb") and not n.startswith(".")]
+    notebooks = [p for p in found if _regular(p)]
+    refused = [p.name for p in found if p not in notebooks]
+    if expected.name in refused:
+        return None, [Problem("unreadable", f"{expected.name} is not a regular file (a symbolic link, folder or "
+                                            "special file); only a regular file is graded")]
+    if refused:
+        problems.append(Problem("notebook", f"ignored {', '.join(refused)}: not regular files"))
     others = [p.name for p in notebooks if p != expected]
-    if expected.is_file():
+    if expected in notebooks:
         if others:
             problems.append(Problem("notebook", f"graded {expected.name}; ignored other notebooks: {', '.join(others)}"))
         return expected, problems
     if not notebooks:
-        return None, [Problem("missing", f"no notebook in {stem}/ (expected {stem}.ipynb)")]
-    chosen = max(notebooks, key=lambda p: (p.stat().st_mtime, p.name))
+        return None, problems + [Problem("missing", f"no notebook in {stem}/ (expected {stem}.ipynb)")]
+    chosen = max(notebooks, key=lambda p: (os.lstat(p).st_mtime, p.name))
     problems.append(Problem("notebook", f"no {stem}.ipynb; graded {chosen.name} instead (the newest notebook)"
                             + (f"; ignored: {', '.join(n for n in others if n != chosen.name)}"
                                if len(others) > 1 else "")))
@@ -200,7 +228,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
                               problems=problems, max_score=grader.max_score)
     cells = None
     if notebook is None:
-        result.status = "missing"
+        result.status = "unreadable" if any(p.kind == "unreadable" for p in problems) else "missing"
     else:
         try:
             cells = read_cells(notebook)  # read
@@ -276,8 +304,9 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
     everyone = students if students is not None else list_students(submissions)
     mine = [s for k, s in enumerate(sorted(everyone)) if k % n == i]
     zygote = None
+    if mine:
+        check_writable(Path(out))
     if sandboxed and mine:  # starts importing torch while this process builds the grader
-        Path(out).mkdir(parents=True, exist_ok=True)
         zygote = start_zygote(None, stem=stem, device=resolve_device(device), limits=limits,
                               hide=[str(out), str(submissions)])
     try:
@@ -290,9 +319,19 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
         start = time.monotonic()
 
         def one(student: str) -> SubmissionResult:
-            res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
-                                   limits=limits, zygote=zygote)
-            write_result(out, res)
+            try:
+                res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
+                                       limits=limits, zygote=zygote)
+            except Exception as exc:  # noqa: BLE001 - the grader's own failure is this student's result
+                res = grader_error(grader, student, "grading", exc)
+            try:
+                write_result(out, res)
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the run goes on
+                res = grader_error(grader, student, "recording", exc)
+                try:
+                    write_result(out, res)
+                except Exception:  # noqa: BLE001 - reported in the summary; --resume grades it again
+                    pass
             return res
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -307,5 +346,37 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
     finally:
         if zygote is not None:
             zygote.close()
-    write_grades_csv(out)
+    try:
+        write_grades_csv(out)
+    except OSError as exc:
+        raise SystemExit(f"graded {len(results)} submissions, but {Path(out) / 'grades.csv'} could not be written: "
+                         f"{exc.strerror or exc}; the results under {Path(out) / 'results'} are kept: free the disk "
+                         "or fix the permissions, then run `python -m autograder report --out ...`") from None
     return results
+
+
+def check_writable(out: Path) -> None:
+    """The output folder can take results, or the run stops before grading anyone, saying why."""
+    try:
+        (out / "results").mkdir(parents=True, exist_ok=True)
+        probe = out / "results" / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"cannot write results under {out}: {exc.strerror or exc} "
+                         "(choose another --out, or fix its permissions or free space)") from None
+
+
+def grader_error(grader: Grader, student: str, stage: str, exc: BaseException) -> SubmissionResult:
+    """The result of a submission whose handling failed in the grader itself: status grader-error,
+    the failure said, every check at 0 (nothing was decided against the student)."""
+    why = Problem("grader-error", f"the grader failed while {stage} this submission ({type(exc).__name__}: "
+                                  f"{exc}); nothing was decided against the student: grade it again")
+    result = SubmissionResult(student, grader.stem, None, problems=[why], status="grader-error",
+                              max_score=grader.max_score)
+    try:
+        result.checks = [grader.decide(name, [Answer.failed(f"not graded: {why}") for _ in p.cases])
+                         for name, p in grader.prepared.items()]
+    except Exception:  # noqa: BLE001 - deciding itself is what failed
+        result.checks = []
+    return result

@@ -6,8 +6,12 @@ all is refused, with the line and column of the problem.
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,40 +48,101 @@ def _text(source) -> str:
     return source if isinstance(source, str) else ""
 
 
-def read_cells(path: Path) -> list[Cell]:
+# What a submitted notebook may be, at most (an instructor can change them: ReadLimits(...)).
+@dataclass(frozen=True)
+class ReadLimits:
+    max_bytes: int = 64 << 20  # a notebook with a few plots is a few MiB
+    max_cells: int = 10_000  # an honest notebook has hundreds at most
+    max_cell_chars: int = 1 << 20
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`: no symbolic link
+    is followed, no FIFO, device or socket opened (the open cannot block), no hard link to a
+    file elsewhere taken. NotebookError says which rule refused it."""
+    name = Path(path).name
     try:
-        raw = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise NotebookError(f"{Path(path).name} cannot be read: {exc.strerror}") from None
+        if exc.errno == errno.ELOOP:
+            raise NotebookError(f"{name} is a symbolic link; only a regular file is graded") from None
+        raise NotebookError(f"{name} cannot be read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotebookError(f"{name} is not a regular file (a folder, pipe, device or socket); "
+                                "only a regular file is graded")
+        if st.st_nlink > 1:
+            raise NotebookError(f"{name} is a hard link shared with another file; only a file of its own is graded")
+        if st.st_size > max_bytes:
+            raise NotebookError(f"{name} is {st.st_size / 2**20:.1f} MiB, over the limit of "
+                                f"{max_bytes / 2**20:.0f} MiB (clear the outputs and submit it again)")
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise NotebookError(f"{name} is over the limit of {max_bytes / 2**20:.0f} MiB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise NotebookError(f"{name} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read_cells(path: Path, limits: ReadLimits = ReadLimits()) -> list[Cell]:
+    name = Path(path).name
+    raw = read_regular_file(path, limits.max_bytes)
     try:
         nb = json.loads(raw.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as exc:
         raise NotebookError(
-            f"{Path(path).name} is not valid notebook JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{name} is not valid notebook JSON (line {exc.lineno}, column {exc.colno}: "
             f"{exc.msg}); was it edited outside Jupyter or cut off while saving?"
         ) from None
+    except RecursionError:
+        raise NotebookError(f"{name} is JSON nested too deeply to be a notebook") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise NotebookError(f"{Path(path).name} is JSON but not a notebook (no list of cells)")
+        raise NotebookError(f"{name} is JSON but not a notebook (no list of cells)")
+    if len(nb["cells"]) > limits.max_cells:
+        raise NotebookError(f"{name} has {len(nb['cells'])} cells, over the limit of {limits.max_cells}")
     cells = []
     for i, c in enumerate(nb["cells"]):
         if not isinstance(c, dict):
             continue
         meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
         nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
-        points = nbg.get("points")
+        source = _text(c.get("source", ""))
+        if len(source) > limits.max_cell_chars:
+            raise NotebookError(f"{name}: cell {i + 1} holds {len(source)} characters, over the limit of "
+                                f"{limits.max_cell_chars}")
         cells.append(
             Cell(
                 index=i,
-                cell_type=str(c.get("cell_type", "")),
-                source=_text(c.get("source", "")),
+                cell_type=str(c.get("cell_type", ""))[:32],
+                source=source,
                 grade_id=nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else None,
                 solution=bool(nbg.get("solution", False)),
                 grade=bool(nbg.get("grade", False)),
-                points=float(points) if isinstance(points, (int, float)) else None,
+                points=_points(nbg.get("points")),
                 locked=bool(nbg.get("locked", False)),
             )
         )
     return cells
+
+
+def _points(value) -> float | None:
+    """A cell's points as a finite number, or None (only the source notebook's points are ever used)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        points = float(value)
+    except OverflowError:
+        return None
+    return points if math.isfinite(points) else None
 
 
 def code_to_run(cells: list[Cell], check_ids: set[str]) -> list[Cell]:

@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from autograder.checks import Case
@@ -62,7 +61,8 @@ class ZygoteHandle:
             print(self.warning, file=sys.stderr)
         return self
 
-    def spawn(self) -> tuple[int, int | None, Connection]:
+    def spawn(self) -> tuple[int, int | None, socket.socket]:
+        """A new child: (pid, a pidfd or None, the grader's end of its socket)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with self._lock:
             uid = self.limits.uid_base + self._next_uid % UID_SLOTS
@@ -76,7 +76,7 @@ class ZygoteHandle:
         if reply[0] != "pid":
             ours.close()
             raise SandboxError(f"could not start a grading child: {reply[1]}")
-        return reply[1], (fds[0] if fds else None), Connection(ours.detach())
+        return reply[1], (fds[0] if fds else None), ours
 
     def status(self, pid: int) -> int | None:
         with self._lock:

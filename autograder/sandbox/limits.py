@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_MESSAGE = 64 << 20  # bytes a child may send in one answer
-PIPELINE_BYTES = 64 << 10  # requests sent ahead of their replies (under a socket's buffer)
 UID_SLOTS = 4096  # children cycle through uid_base .. uid_base + UID_SLOTS - 1
 
 
@@ -12,6 +11,8 @@ UID_SLOTS = 4096  # children cycle through uid_base .. uid_base + UID_SLOTS - 1
 class Limits:
     cell_timeout: float = 30.0  # wall-clock seconds for one cell (nbgrader's default)
     check_timeout: float = 60.0  # wall-clock seconds for all cases of one check
+    submission_timeout: float = 600.0  # wall-clock seconds for one submission: cells, restarts and checks
+    max_restarts: int = 12  # new children one submission may need (past cells or checks that kill theirs)
     cpu_seconds: int = 600  # RLIMIT_CPU for one child
     memory_bytes: int = 4 << 30  # RLIMIT_AS headroom above the child's size at start (CPU only)
     max_processes: int = 256  # RLIMIT_NPROC, per child uid (holds once the child is not root)

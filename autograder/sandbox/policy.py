@@ -152,6 +152,17 @@ def apply_limits(limits: Limits, device: str) -> None:
         lower(resource.RLIMIT_AS, vm + limits.memory_bytes)
 
 
+def paths_under_tmp() -> list[str]:
+    """The folders Python needs (its prefix, sys.path) that lie under /tmp, outermost only."""
+    inside = sorted(p for p in python_paths() if p.startswith("/tmp/"))
+    return [p for i, p in enumerate(inside) if not any(p.startswith(q + "/") for q in inside[:i])]
+
+
+def _touch(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").close()
+
+
 def enter_child_sandbox(z, uid: int, scratch: str | None) -> str:
     """Isolate this freshly forked child; returns its scratch directory (made by
     the zygote, which removes it, when there are no namespaces)."""
@@ -159,8 +170,15 @@ def enter_child_sandbox(z, uid: int, scratch: str | None) -> str:
     if scratch is None:
         scratch = "/tmp/work"
         unshare(CLONE_NEWNS)
+        # Python itself (a virtual environment, the package) may live under /tmp: keep those
+        # trees (read-only, as the zygote made them) across the private tmpfs.
+        keep = [(p, open_tree(p)) for p in z.under_tmp]
         mount("none", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={limits.scratch_bytes},nr_inodes=16384,mode=1777")
+              f"size={limits.scratch_bytes},nr_inodes=16384,mode=1777")
+        for path, fd in keep:
+            os.makedirs(path, exist_ok=True) if os.path.isdir(f"/proc/self/fd/{fd}") else _touch(path)
+            move_mount(fd, path)
+            os.close(fd)
         if z.pidns_fd is not None:
             try:
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

@@ -14,6 +14,7 @@ import pickle
 import re
 import select
 import signal
+import time
 
 import torch
 
@@ -22,8 +23,8 @@ from autograder.checks import Case
 from autograder.notebook import Cell, code_to_run
 from autograder.problems import Problem, cell_error_kind
 from autograder.sandbox.handle import ZygoteHandle
-from autograder.sandbox.limits import MAX_MESSAGE, PIPELINE_BYTES, ChildLost, Limits, RemoteError, SandboxError, \
-    Unproxyable
+from autograder.sandbox.channel import Channel, ChannelClosed, ChannelTimeout, MessageTooLarge
+from autograder.sandbox.limits import MAX_MESSAGE, ChildLost, Limits, RemoteError, SandboxError, Unproxyable
 from autograder.sandbox.remote import RemoteGrad, check_proxyable, pack_args, tensors_in
 from autograder.text import clean
 
@@ -48,9 +49,13 @@ class SandboxedSubmission:
         self._calls = 0  # remote calls made for visible tests
         self._replies = None
         self.pid = self.pidfd = self.conn = None
+        self.children = 0  # children started for this submission
+        self.spent: Problem | None = None  # set when the time budget or the restarts ran out
+        self._deadline = time.monotonic() + self.limits.submission_timeout
 
     def __enter__(self):
-        self._run_cells()
+        self._deadline = time.monotonic() + self.limits.submission_timeout
+        self._ensure_child()
         return self
 
     def __exit__(self, *exc):
@@ -58,7 +63,15 @@ class SandboxedSubmission:
 
     # -- child management -------------------------------------------------
     def _spawn(self) -> None:
-        self.pid, self.pidfd, self.conn = self.zygote.spawn()
+        if self.children > self.limits.max_restarts:
+            self._give_up(Problem("crash", f"grading stopped: your code ended the grading process "
+                                           f"{self.children} times (each time the cells ran again); the checks "
+                                           "not yet answered score 0"))
+        if time.monotonic() >= self._deadline:
+            self._out_of_time()
+        self.children += 1
+        self.pid, self.pidfd, sock = self.zygote.spawn()
+        self.conn = Channel(sock, limit=MAX_MESSAGE)
         try:
             hello = self._receive(self.limits.cell_timeout)
         except ChildLost as lost:
@@ -98,12 +111,32 @@ class SandboxedSubmission:
             select.select([], [], [], 0.05)
         return None
 
+    def _give_up(self, why: Problem) -> None:
+        """Stop this submission: no new child, every later question fails with `why`."""
+        if self.spent is None:
+            self.spent = why
+            self.problems.append(why)
+        self._kill()
+        raise ChildLost(str(why), why.kind)
+
+    def _out_of_time(self) -> None:
+        self._give_up(Problem("timeout", f"grading stopped after {self.limits.submission_timeout:g} s, this "
+                                         "submission's time budget (all its cells, restarts and checks together); "
+                                         "the checks not yet answered score 0"))
+
     def _receive(self, timeout: float) -> dict:
+        if self.spent is not None:
+            raise ChildLost(str(self.spent), self.spent.kind)
+        budget = self._deadline - time.monotonic()
         try:
-            if not self.conn.poll(timeout):
-                raise ChildLost(f"did not finish within {timeout:g} s", "timeout")
-            data = self.conn.recv_bytes(MAX_MESSAGE)
-        except (EOFError, BrokenPipeError, ConnectionResetError):
+            data = self.conn.receive(time.monotonic() + min(timeout, max(budget, 0.0)))
+        except ChannelTimeout:
+            if budget <= timeout:
+                self._out_of_time()
+            raise ChildLost(f"did not finish within {timeout:g} s", "timeout") from None
+        except MessageTooLarge:
+            raise ChildLost(f"sent an answer over the size limit ({MAX_MESSAGE >> 20} MiB)") from None
+        except ChannelClosed:
             code = self._exit_code()
             if code is not None and code < 0:
                 name = signal.Signals(-code).name
@@ -111,8 +144,8 @@ class SandboxedSubmission:
                        "SIGXFSZ": "wrote a file over the size limit"}.get(name, f"was killed by {name}")
                 raise ChildLost(why) from None
             raise ChildLost(f"ended the process (exit code {code}; os._exit?)") from None
-        except OSError as exc:  # e.g. a message over MAX_MESSAGE
-            raise ChildLost(f"sent an unreadable answer ({type(exc).__name__})") from None
+        except OSError as exc:
+            raise ChildLost(f"broke the grader's channel ({type(exc).__name__})") from None
         try:
             return decode(data)
         except MalformedAnswer as exc:  # an answer that is not plain data
@@ -122,23 +155,28 @@ class SandboxedSubmission:
         return next(self._pipelined([msg], timeout))
 
     def _pipelined(self, msgs: list, timeout: float):
-        """The replies to `msgs`, in order, each within `timeout`. Requests are sent
-        ahead of their replies (while under PIPELINE_BYTES, which the socket buffers),
-        so the child goes from one to the next without waiting for the grader.
-        Raises ChildLost at the first reply that does not come."""
-        payloads = [pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL) for m in msgs]
-        sent = outstanding = 0
-        for i in range(len(payloads)):
-            while sent < len(payloads) and (sent == i or outstanding + len(payloads[sent]) <= PIPELINE_BYTES):
-                try:
-                    self.conn.send_bytes(payloads[sent])
-                except (BrokenPipeError, ConnectionResetError, EOFError):
-                    pass  # the reply (EOF) says what happened
-                outstanding += len(payloads[sent])
-                sent += 1
-            reply = self._receive(timeout)
-            outstanding -= len(payloads[i])
-            yield reply
+        """The replies to `msgs`, in order, each within `timeout` (and this submission's budget).
+        Every request is queued at once and written while the replies are read (channel.py),
+        so the child goes from one to the next without waiting for the grader, and neither
+        side can block the other. Raises ChildLost at the first reply that does not come."""
+        for m in msgs:
+            self.conn.queue(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
+        for _ in msgs:
+            yield self._receive(timeout)
+
+    def _ensure_child(self) -> bool:
+        """A live child that has run the cells; False once this submission's budget is spent."""
+        if self.spent is not None:
+            return False
+        if self._alive():
+            return True
+        try:
+            self._run_cells()
+        except ChildLost:
+            if self.spent is None:
+                raise
+            return False
+        return True
 
     def _run_cells(self) -> None:
         """Start a child and run the cells, skipping any that kill or hang it;
@@ -154,6 +192,8 @@ class SandboxedSubmission:
                 try:
                     report = next(replies)
                 except ChildLost as lost:
+                    if self.spent is not None:
+                        raise
                     self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
                     break
                 if not report.get("ok"):
@@ -169,6 +209,8 @@ class SandboxedSubmission:
             try:
                 report = next(replies)
             except ChildLost as lost:
+                if self.spent is not None:
+                    raise
                 self.skip.add(cell.index)
                 self.problems.append(Problem(lost.kind, f"cell {cell.number} {lost}; graded without that cell"))
                 return False
@@ -177,7 +219,7 @@ class SandboxedSubmission:
                 self.problems.append(Problem("crash", f"cell {cell.number} garbled the grader's channel; "
                                              "graded without it"))
                 return False
-            if not report.get("ok") and cell.index not in self._reported:
+            if report.get("ok") is not True and cell.index not in self._reported:
                 self._reported.add(cell.index)
                 error = clean(report.get("error"))
                 self.problems.append(Problem(cell_error_kind(error), f"cell {cell.number} raised {error}"))
@@ -185,15 +227,16 @@ class SandboxedSubmission:
 
     def run_visible(self, grade_id: str, cell: Cell) -> None:
         """Run one check cell's visible tests in the child (those the grader cannot run itself)."""
-        if not self._alive():
-            self._run_cells()
+        if not self._ensure_child():
+            self.visible_failures[grade_id] = self.spent
+            return
         try:
             report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
         except ChildLost as lost:
             self._kill()
             self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
             return
-        if not report.get("ok"):
+        if report.get("ok") is not True:
             self.visible_failures[grade_id] = Problem("error", str(report.get("error")))
 
     def call(self, name: str, args: tuple, kwargs: dict):
@@ -201,13 +244,13 @@ class SandboxedSubmission:
         Tensors come back as plain tensors; an output that depends on inputs requiring
         grad is wired into autograd, its backward computed by the child (`vjp`)."""
         check_proxyable((args, kwargs))
-        if not self._alive():
-            self._run_cells()
+        if not self._ensure_child():
+            raise RemoteError(f"your code was not run: {self.spent}")
         leaves = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
         self._calls += 1
         a = self._remote(("call", self._calls, name, pack_args(args, kwargs)))
         if a.get("unproxyable"):
-            raise Unproxyable(a["unproxyable"])
+            raise Unproxyable(clean(a["unproxyable"], 200))
         n, kind, grad = a.get("n"), a.get("kind"), a.get("grad")
         items = [a["values"].get(str(k)) for k in range(n)] if isinstance(n, int) and 0 <= n <= 256 else None
         if (items is None or kind not in ("one", "tuple", "list") or not isinstance(grad, list)
@@ -243,8 +286,8 @@ class SandboxedSubmission:
 
     def prefetch(self, checks: list) -> None:
         """Ask for the answers of `checks` at once; `answer` then takes them in this order."""
-        if not self._alive():
-            self._run_cells()
+        if not self._ensure_child():
+            return
         self._ahead = [c.name for c in checks]
         self._replies = self._pipelined([("answer", name) for name in self._ahead], self.limits.check_timeout)
 
@@ -255,13 +298,15 @@ class SandboxedSubmission:
         else:
             if self._ahead:  # asked out of order: the child still owes the answers asked ahead
                 self._kill()
-            if not self._alive():
-                self._run_cells()
+            if not self._ensure_child():
+                return [Answer.failed(f"not graded: {self.spent}") for _ in cases]
             replies = self._pipelined([("answer", check.name)], self.limits.check_timeout)
         try:
             reply = next(replies)
         except ChildLost as lost:
             self._kill()
+            if self.spent is not None:
+                return [Answer.failed(f"not graded: {self.spent}") for _ in cases]
             self.problems.append(Problem(lost.kind, f"check {check.name}: your code {lost}"))
             return [Answer.failed(f"your code {lost}") for _ in cases]
         records = reply.get("records")

@@ -36,7 +36,7 @@ from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell
 from autograder.probes import run_probe
 from autograder.sandbox.child import child_main
-from autograder.sandbox.policy import isolate_zygote, pid_namespaces_work
+from autograder.sandbox.policy import isolate_zygote, paths_under_tmp, pid_namespaces_work
 from autograder.sandbox.syscalls import CLONE_NEWPID, PR_SET_PDEATHSIG, prctl, setns, unshare
 from autograder.torchstate import pin_torch_flags, snapshot
 
@@ -58,6 +58,7 @@ class ZygoteState:
         self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
         self.mode, self.warning = (isolate_zygote(cfg["hide"]) if self.limits.isolate
                                    else ("rlimits", ""))
+        self.under_tmp = paths_under_tmp() if self.mode != "rlimits" else []  # kept across the child's /tmp
         self.pidns_fd = None
         if self.mode != "rlimits" and pid_namespaces_work():
             self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)

@@ -1,7 +1,9 @@
 """Checks for the `tensors` warm-up: each function mirrors its torch namesake.
 
 `mm` is a matrix product written with broadcasting and a sum, `mean` a
-reduction along `dim` with `keepdim`, `relu` and `sigmoid` elementwise
+reduction along `dim` with `keepdim`, `amax` a maximum along `dim` whose
+gradient follows torch's rule at ties (shared equally among the tied
+entries), `relu` and `sigmoid` elementwise
 functions from elementary operations. Known mistakes are the wrong code a
 student would write; tests/chapters/test_tensors.py proves each check both ways.
 """
@@ -101,6 +103,73 @@ MEAN = Check(
 )
 
 
+# -- amax: a maximum along a dimension, with torch's gradient at ties ------------------
+
+def _amax_cases(gen, *, device, dtype):
+    """Inputs with integer values, so that maxima tie: twos, threes and whole rows of equal entries."""
+    cases = []
+    ties = torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [5.0, -1.0, 0.0]], dtype=dtype, device=device)
+    for dim in (0, 1):
+        cases.append(Case(_label((3, 3), dtype=dtype, dim=dim, note="ties of two and three"), (ties, dim), {}, dtype))
+    x = torch.round(randn(gen, 4, 5, dtype=dtype, device=device, scale=1.2))
+    for dim in (0, 1, -1):
+        for keepdim in (False, True):
+            cases.append(Case(_label((4, 5), dtype=dtype, dim=dim, keepdim=keepdim, note="rounded, with ties"),
+                              (x, dim), {"keepdim": keepdim}, dtype))
+    y = randn(gen, 2, 3, 4, dtype=dtype, device=device)
+    for dim, keepdim in [(1, False), (-3, True), (2, True)]:
+        cases.append(Case(_label((2, 3, 4), dtype=dtype, dim=dim, keepdim=keepdim), (y, dim),
+                          {"keepdim": keepdim}, dtype))
+    c = torch.tensor([[4.0, 5.0], [10.0, 1.0]], dtype=dtype, device=device)
+    cases.append(Case(_label((2, 2), dtype=dtype, dim=1, note="the page's c"), (c, 1), {}, dtype))
+    return cases
+
+
+def _amax_one_winner(input, dim, keepdim=False):
+    return input.max(dim=dim, keepdim=keepdim).values
+
+
+def _amax_full_gradient(input, dim, keepdim=False):
+    top = input.max(dim=dim, keepdim=True).values
+    out = (input * (input == top)).sum(dim=dim, keepdim=True)
+    out = top.detach() + out - out.detach()  # the value of the maximum, a gradient of 1 to every tied entry
+    return out if keepdim else out.squeeze(dim)
+
+
+def _amax_pairwise(input, dim, keepdim=False):
+    out = input.select(dim, 0)
+    for k in range(1, input.shape[dim]):
+        out = torch.maximum(out, input.select(dim, k))
+    return out.unsqueeze(dim) if keepdim else out
+
+
+def _amax_keepdim_ignored(input, dim, keepdim=False):
+    is_max = (input == input.max(dim=dim, keepdim=True).values).to(input.dtype)
+    return (input * is_max).sum(dim=dim) / is_max.sum(dim=dim)
+
+
+AMAX = Check(
+    name="amax",
+    target="amax",
+    make_cases=_amax_cases,
+    probe=FunctionProbe(),
+    forbidden=("amax", "aminmax", "logsumexp"),
+    mistakes=(
+        Mistake("gradient-to-one-tie", "torch.max(input, dim).values sends the whole gradient to one of the "
+                "tied maxima; amax shares it equally among them (1/k each for k ties). Average the input over "
+                "the mask of its maxima.", _amax_one_winner),
+        Mistake("gradient-not-shared", "With k tied maxima, each receives 1/k of the gradient, not all of it: "
+                "divide by the number of tied entries.", _amax_full_gradient),
+        Mistake("pairwise-maximum", "torch.maximum splits the gradient of a tie between its two arguments, so "
+                "folding it along dim gives a three-way tie 1/4, 1/4, 1/2 instead of 1/3 each.", _amax_pairwise),
+        Mistake("keepdim-ignored", "With keepdim=True the reduced dimension stays, with size 1.",
+                _amax_keepdim_ignored),
+        Mistake("minimum", "amax is the largest entry along dim, not the smallest.",
+                lambda input, dim, keepdim=False: input.min(dim=dim, keepdim=keepdim).values),
+    ),
+)
+
+
 # -- relu and sigmoid: elementwise, from elementary operations ----------------------
 
 def _elementwise_cases(scale):
@@ -152,4 +221,4 @@ SIGMOID = Check(
     ),
 )
 
-CHECKS = [MM, MEAN, RELU, SIGMOID]
+CHECKS = [MM, MEAN, AMAX, RELU, SIGMOID]

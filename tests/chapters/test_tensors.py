@@ -18,6 +18,7 @@ STEM = "tensors"
 TORCH = {
     "mm": torch.mm,
     "mean": torch.mean,
+    "amax": torch.amax,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
 }
@@ -50,9 +51,34 @@ def test_reference_equals_torch_on_fresh_random_inputs(seed):
             for ours, theirs in zip(_grads(lambda t: ns["mean"](t, dim, keepdim=keepdim), x),
                                     _grads(lambda t: torch.mean(t, dim, keepdim=keepdim), x)):
                 torch.testing.assert_close(ours, theirs)
+    ties = torch.round(x)  # integer values: many maxima tie
+    for dim in range(-3, 3):
+        for keepdim in (False, True):
+            for ours, theirs in zip(_grads(lambda t: ns["amax"](t, dim, keepdim=keepdim), ties),
+                                    _grads(lambda t: torch.amax(t, dim, keepdim=keepdim), ties)):
+                torch.testing.assert_close(ours, theirs)
     for name in ("relu", "sigmoid"):
         for ours, theirs in zip(_grads(ns[name], x), _grads(TORCH[name], x)):
             torch.testing.assert_close(ours, theirs)
+
+
+def test_the_amax_cases_hold_ties_of_two_and_of_three():
+    """Without ties every mistake about the gradient's rule would pass unseen."""
+    from tests.conftest import grader
+
+    counts = set()
+    for case in grader(STEM).prepared["amax"].cases:
+        if case.shape_only:
+            continue
+        x, dim = case.args
+        counts |= set((x == x.amax(dim, keepdim=True)).sum(dim).flatten().tolist())
+    assert {1, 2, 3} <= counts, counts
+
+
+def test_amax_gradient_at_ties_is_shared_equally():
+    ties = torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(reference(STEM)["amax"](ties, 1).sum(), ties)
+    torch.testing.assert_close(grad, torch.tensor([[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64))
 
 
 def test_the_pages_known_results():
@@ -66,6 +92,12 @@ def test_the_pages_known_results():
     torch.testing.assert_close(ns["relu"](torch.tensor([-2.0, -1.0, 1.0, 2.0])), torch.tensor([0.0, 0.0, 1.0, 2.0]))
 
 
+def _amax_by_weights(input, dim, keepdim=False):
+    is_max = (input == input.max(dim, keepdim=True).values).to(input.dtype)
+    weights = is_max / is_max.sum(dim, keepdim=True)  # 1/k on each of the k tied maxima
+    return (weights * input).sum(dim, keepdim=keepdim)
+
+
 ALTERNATIVES = [
     pytest.param("mm", lambda input, mat2: (input.unsqueeze(2) * mat2.unsqueeze(0)).sum(1), id="mm:unsqueeze"),
     pytest.param("mm", lambda input, mat2: torch.stack([(row[:, None] * mat2).sum(0) for row in input]),
@@ -76,6 +108,10 @@ ALTERNATIVES = [
     pytest.param("mean", lambda input, dim, keepdim=False:
                  (input.double().sum(dim, keepdim=keepdim) / input.shape[dim]).to(input.dtype),
                  id="mean:float64-then-cast-back"),
+    pytest.param("amax", lambda input, dim, keepdim=False: torch.where(
+        input == input.max(dim, keepdim=True).values, input, float("nan")).nanmean(dim, keepdim=keepdim),
+        id="amax:nanmean-over-the-maxima"),
+    pytest.param("amax", _amax_by_weights, id="amax:weights-summing-to-one"),
     pytest.param("relu", lambda input: input.clamp(min=0), id="relu:clamp"),
     pytest.param("relu", lambda input: input * (input > 0), id="relu:times-mask"),
     pytest.param("relu", lambda input: torch.maximum(input, torch.zeros_like(input)), id="relu:maximum"),
@@ -96,6 +132,8 @@ def test_known_correct_alternative_keeps_full_marks(name, impl):
     pytest.param("mm", lambda input, mat2: torch.einsum("ik,kj->ij", input, mat2), id="einsum"),
     pytest.param("mm", lambda input, mat2: F.linear(input, mat2.T), id="F.linear"),
     pytest.param("mean", lambda input, dim, keepdim=False: input.mean(dim, keepdim=keepdim), id="Tensor.mean"),
+    pytest.param("amax", lambda input, dim, keepdim=False: input.amax(dim, keepdim=keepdim), id="Tensor.amax"),
+    pytest.param("amax", lambda input, dim, keepdim=False: torch.amax(input, dim, keepdim), id="torch.amax"),
     pytest.param("relu", lambda input: F.relu(input), id="F.relu"),
     pytest.param("relu", lambda input: torch.nn.ReLU()(input), id="nn.ReLU"),
     pytest.param("sigmoid", lambda input: torch.special.expit(input), id="torch.special.expit"),

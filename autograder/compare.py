@@ -146,6 +146,8 @@ def decide_case(case: Case, student: dict, reference: dict,
                            "yourself; implement it with elementary tensor operations",
                            mistake="forbidden-call")
     problem = compare_answers(student, reference, case=case)
+    if problem is None and case.judge is not None:
+        problem = case.judge(student["values"])
     if problem is None:
         return CaseVerdict(case.label, True)
     parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
@@ -153,6 +155,8 @@ def decide_case(case: Case, student: dict, reference: dict,
     for mistake, answer in mistakes:
         if answer.get("error") or case.shape_only:
             continue
+        if case.judge is not None and compare_answers(answer, reference, case=case) is None:
+            continue  # an outcome case: a mistake is recognised by what it does differently, never by the outcome
         if compare_answers(student, answer, case=case) is None:
             return CaseVerdict(case.label, False, str(problem), mistake=mistake.name, hint=mistake.hint, **parts)
     return CaseVerdict(case.label, False, str(problem), **parts)

@@ -35,7 +35,8 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 # A word from each chapter's prose, and the chapter the search must find with it.
 SEARCH_WORDS = {"tensors": "broadcasting", "network_classes": "ModuleList", "final_layers": "garment",
-                "losses": "segmentation", "optimizers": "Rosenbrock", "activations": "vanishing"}
+                "losses": "segmentation", "optimizers": "Rosenbrock", "activations": "vanishing",
+                "capstone": "overfitting"}
 
 
 def _toc_pages() -> list[str]:

@@ -5,6 +5,11 @@ a forbidden function, then for each output: is it a tensor, its shape, dtype,
 device, and only then its values (`torch.testing.assert_close` with the
 tolerance policy of tolerance.py). A failing case is matched against the
 known mistakes computed on the same inputs; a match names the mistake's hint.
+
+An outcome case (`Case.judge`, e.g. the capstone's held-out accuracy) is
+decided by its judge, here in the grader, once the outputs it names in
+`compare` equal the reference's; its mistakes are recognised by those
+outputs only, never by the outcome.
 """
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def capstone(tmp: Path, n: int, jobs: int) -> None:
         copy = json.loads(json.dumps(nb))
         if k % 4 == 3:  # a known-wrong training loop: no zero_grad()
             cell = next(c for c in copy["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "fit")
-            cell["source"] = "".join(cell["source"]).replace("opt.zero_grad()", "pass")
+            cell["source"] = "".join(cell["source"]).replace("adamw.zero_grad()", "pass")
         path = tmp / "capstone" / f"student{k:04d}" / CAPSTONE / f"{CAPSTONE}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(copy, indent=1))

@@ -193,7 +193,7 @@ def test_reference_fit_is_deterministic():
 # -- whole notebooks with known-wrong training code, graded by the sandboxed runner ---------------
 
 WRONG = {  # student id -> (cell, old, new), and the check that must lose points with that mistake's hint
-    "no_zero_grad": (("fit", "            opt.zero_grad()\n", ""), "fit", "no-zero-grad"),
+    "no_zero_grad": (("fit", "            adamw.zero_grad()\n", ""), "fit", "no-zero-grad"),
     "softmax_last": (("fit", "nn.Linear(64, 10)).to(device)", "nn.Linear(64, 10), nn.Softmax(dim=1)).to(device)"),
                      "fit", "softmax-then-cross-entropy"),
     "train_mode_eval": (("evaluate", "    model.eval()\n", ""), "evaluate", "train-mode"),

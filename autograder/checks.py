@@ -39,6 +39,10 @@ class Case:
     dtype: torch.dtype = torch.float32  # the floating dtype of the inputs
     compare: tuple[str, ...] | None = None  # output keys to compare (None: all)
     shape_only: bool = False  # a meta-device case: shape, dtype and device only
+    # An outcome case: `judge(values) -> str | None` decides the student's answer in the grader
+    # (e.g. an accuracy on labels the student's code never sees), after the outputs named in
+    # `compare` matched the reference's; None when it passes, else what is wrong, in words.
+    judge: Any = None
 
     def tensors(self) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
@@ -52,14 +56,8 @@ class Case:
         def conv(a):
             return map_nested(fn, a)
 
-        return Case(
-            self.label,
-            tuple(conv(a) for a in self.args),
-            {k: conv(v) for k, v in self.kwargs.items()},
-            self.dtype,
-            self.compare,
-            self.shape_only,
-        )
+        return replace(self, args=tuple(conv(a) for a in self.args),
+                       kwargs={k: conv(v) for k, v in self.kwargs.items()})
 
     def to(self, device: str | torch.device) -> "Case":
         return self.map_tensors(lambda t: t.to(device))

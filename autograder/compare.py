@@ -5,6 +5,11 @@ a forbidden function, then for each output: is it a tensor, its shape, dtype,
 device, and only then its values (`torch.testing.assert_close` with the
 tolerance policy of tolerance.py). A failing case is matched against the
 known mistakes computed on the same inputs; a match names the mistake's hint.
+
+An outcome case (`Case.judge`, e.g. the capstone's held-out accuracy) is
+decided by its judge, here in the grader, once the outputs it names in
+`compare` equal the reference's; its mistakes are recognised by those
+outputs only, never by the outcome.
 """
 from __future__ import annotations
 
@@ -147,6 +152,8 @@ def decide_case(case: Case, student: Answer, reference: Answer,
                            "yourself; implement it with elementary tensor operations",
                            mistake="forbidden-call")
     problem = compare_answers(student, reference, case=case)
+    if problem is None and case.judge is not None:
+        problem = case.judge(student["values"])
     if problem is None:
         return CaseVerdict(case.label, True)
     parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
@@ -154,6 +161,8 @@ def decide_case(case: Case, student: Answer, reference: Answer,
     for mistake, answer in mistakes:
         if answer.error or case.shape_only:
             continue
+        if case.judge is not None and compare_answers(answer, reference, case=case) is None:
+            continue  # an outcome case: a mistake is recognised by what it does differently, never by the outcome
         if compare_answers(student, answer, case=case) is None:
             return CaseVerdict(case.label, False, str(problem), mistake=mistake.name, hint=mistake.hint, **parts)
     return CaseVerdict(case.label, False, str(problem), **parts)

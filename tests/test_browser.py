@@ -36,7 +36,7 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 # A word from each chapter's prose, and the chapter the search must find with it.
 SEARCH_WORDS = {"tensors": "broadcasting", "network_classes": "ModuleList", "final_layers": "garment",
                 "losses": "segmentation", "optimizers": "Rosenbrock", "activations": "GELU",
-                "deep_networks": "Kaiming"}
+                "deep_networks": "Kaiming", "capstone": "overfitting"}
 
 
 def _toc_pages() -> list[str]:

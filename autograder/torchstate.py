@@ -57,34 +57,37 @@ def _pristine_objects() -> list:
 Snapshot = list[tuple[object, dict]]
 
 
-def snapshot() -> Snapshot:
-    """The namespaces of torch's public modules, Tensor, Module and builtins, as they are now."""
-    return [(obj, dict(vars(obj))) for obj in _pristine_objects()]
+def snapshot(extra: list = ()) -> Snapshot:
+    """The namespaces of torch's public modules, Tensor, Module and builtins (and of `extra`
+    objects, e.g. the grader's own modules in the child), as they are now."""
+    return [(obj, dict(vars(obj))) for obj in [*_pristine_objects(), *extra]]
 
 
 _MISSING = object()
+# bound now, before any graded code runs: restore() must not use what it restores
+_vars, _setattr, _delattr, _isinstance, _len, _list = vars, setattr, delattr, isinstance, len, list
 
 
 def restore(saved_state: Snapshot) -> None:
     """Undo what graded code did to torch and builtins (patched comparisons, functions,
     Tensor methods) and drop any torch function or dispatch mode it left on."""
     for obj, saved in saved_state:
-        now = vars(obj)
+        now = _vars(obj)
         try:  # the common case, checked in C: nothing replaced (and, on a class, nothing added)
-            if saved.items() <= now.items() and (not isinstance(obj, type) or len(now) == len(saved)):
+            if saved.items() <= now.items() and (not _isinstance(obj, type) or _len(now) == _len(saved)):
                 continue
         except Exception:  # noqa: BLE001 - a value whose == is not a bool: compare one by one
             pass
         for key, value in saved.items():
             if now.get(key, _MISSING) is not value:
                 try:
-                    setattr(obj, key, value)
+                    _setattr(obj, key, value)
                 except (AttributeError, TypeError):
                     pass
-        if isinstance(obj, type):  # a method added to a class overrides the inherited one
-            for key in [k for k in now if k not in saved]:
+        if _isinstance(obj, type):  # a method added to a class overrides the inherited one
+            for key in _list(k for k in now if k not in saved):
                 try:
-                    delattr(obj, key)
+                    _delattr(obj, key)
                 except (AttributeError, TypeError):
                     pass
     for length, pop in (("_len_torch_function_stack", "_pop_torch_function_stack"),

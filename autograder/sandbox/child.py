@@ -50,33 +50,45 @@ def child_main(z, fd: int, uid: int, scratch: str | None) -> None:
     os.environ.update(HOME=scratch, TMPDIR=scratch, MPLBACKEND="Agg", MPLCONFIGDIR=scratch)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     pin_torch_flags()
+    serve(z, conn)
+
+
+def serve(z, conn: Connection) -> None:
+    """Answer the grader's requests until it closes the socket. Everything this loop uses is
+    bound here, before any submitted code runs, and before each request but a cell, torch,
+    builtins and this package's modules are restored: code that replaced the runner's own
+    functions (this loop's helpers, the encoder, the probes) changes nothing it answers."""
     ns = new_namespace()
     calls: dict[int, tuple] = {}  # call id -> (leaves, differentiable outputs), for "vjp"
-    send = conn.send_bytes
-    send(encode_json({"kind": "ready"}))
+    send, recv, pristine, exit_ = conn.send_bytes, conn.recv, z.pristine, os._exit
+    restore, run, to_json = reset, run_cell, encode_json
+    answer, call, vjp, unpack, cell_ = answer_check, remote_call, remote_vjp, unpack_args, Cell
+    send(to_json({"kind": "ready"}))
     while True:
         try:
-            msg = conn.recv()
+            msg = recv()
         except EOFError:
-            os._exit(0)
-        if msg[0] in ("cell", "visible"):
+            exit_(0)
+        kind = msg[0]
+        if kind != "cell":  # the student's cells build on each other: nothing is undone between them
+            restore(pristine)
+        if kind in ("cell", "visible"):
             _, index, source = msg
             where = ns
-            if msg[0] == "visible":  # a check cell's visible tests: pristine torch, the source's helpers
-                reset(z.pristine)
+            if kind == "visible":  # a check cell's visible tests: pristine torch, the source's helpers
                 where = dict(ns)
                 for k, helper in enumerate(z.helpers):
-                    run_cell(Cell(-1 - k, "code", helper), where)
-            outcome = run_cell(Cell(index, "code", source), where)
-            send(encode_json({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
-        elif msg[0] == "call":  # a visible test, run by the grader, calls a graded function
-            send(remote_call(z, ns, calls, msg[1], msg[2], *unpack_args(msg[3])))
-        elif msg[0] == "vjp":  # ... and back-propagates through what it returned
-            send(remote_vjp(calls, *msg[1:]))
-        elif msg[0] == "answer":
-            send(answer_check(z, ns, msg[1]))
+                    run(cell_(-1 - k, "code", helper), where)
+            outcome = run(cell_(index, "code", source), where)
+            send(to_json({"kind": "cell", "ok": outcome.ok, "error": outcome.error, "stdout": outcome.stdout}))
+        elif kind == "call":  # a visible test, run by the grader, calls a graded function
+            send(call(z, ns, calls, msg[1], msg[2], *unpack(msg[3])))
+        elif kind == "vjp":  # ... and back-propagates through what it returned
+            send(vjp(calls, *msg[1:]))
+        elif kind == "answer":
+            send(answer(z, ns, msg[1]))
         else:
-            os._exit(0)
+            exit_(0)
 
 
 def answer_check(z, ns: dict, name: str) -> bytes:

@@ -19,6 +19,24 @@ from autograder.sandbox.limits import UID_SLOTS, Limits, SandboxError
 from autograder.sandbox.bootstrap import BOOTSTRAP
 
 
+# The only variables of the grader's environment a zygote (and so a child) gets: where Python
+# finds its modules and libraries, the locale, and the numeric libraries' and GPU's settings.
+# Never the instructor's tokens, keys, or anything else the grader was started with.
+INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "LD_LIBRARY_PATH",
+             "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
+             "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def child_environment() -> dict[str, str]:
+    """The zygote's environment: INHERITED from the grader's, a PYTHONPATH that reaches this
+    package, and nothing else (HOME and TMPDIR are set per child)."""
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2])]
+                                        + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env["HOME"] = "/nonexistent"
+    return env
+
+
 class ZygoteHandle:
     """The grader's handle on one zygote (one chapter, one device, one run)."""
 
@@ -27,8 +45,7 @@ class ZygoteHandle:
         self.limits = limits or Limits()
         self.hide = list(hide)
         self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2])] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        env = child_environment()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", BOOTSTRAP, str(theirs.fileno()), "isolate" if self.limits.isolate else "none"],
             stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")

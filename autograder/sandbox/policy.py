@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 from autograder.sandbox.limits import Limits
-from autograder.sandbox.syscalls import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MS_BIND, MS_NODEV, MS_NOEXEC,
+from autograder.sandbox import seccomp
+from autograder.sandbox.syscalls import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MS_BIND, MS_NODEV, MS_NOEXEC,
                                          MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG,
-                                         all_read_only, drop_capabilities, mount, move_mount, open_tree, prctl,
-                                         setns, unshare)
+                                         all_read_only, drop_capabilities, join_new_session_keyring, mount,
+                                         move_mount, open_tree, prctl, setns, unshare)
 
 
 def hide_path(path: str, blank: str) -> bool:
@@ -104,7 +105,7 @@ def isolate_zygote(hide: list[str]) -> tuple[str, str]:
             mode = "userns"
         else:
             raise OSError(userns or "not root and no user namespace")
-        unshare(CLONE_NEWNS | CLONE_NEWNET)
+        unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         blank = blank_file()
         for path in hide:
@@ -169,7 +170,7 @@ def enter_child_sandbox(z, uid: int, scratch: str | None) -> str:
     limits = z.limits
     if scratch is None:
         scratch = "/tmp/work"
-        unshare(CLONE_NEWNS)
+        unshare(CLONE_NEWNS | CLONE_NEWIPC)  # its own IPC objects, gone with it
         # Python itself (a virtual environment, the package) may live under /tmp: keep those
         # trees (read-only, as the zygote made them) across the private tmpfs.
         keep = [(p, open_tree(p)) for p in z.under_tmp]
@@ -195,9 +196,9 @@ def enter_child_sandbox(z, uid: int, scratch: str | None) -> str:
         os.setresuid(uid, uid, uid)
     elif z.mode == "userns":
         drop_capabilities()
-    if z.mode != "rlimits":
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
+    seccomp.load(z.seccomp)  # last: the calls above are among those it denies
     return scratch
 
 

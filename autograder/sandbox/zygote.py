@@ -27,6 +27,8 @@ import socket
 import struct
 import sys
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -35,9 +37,11 @@ from autograder.checks import Case, load_checks
 from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell
 from autograder.probes import run_probe
+from autograder.sandbox import seccomp
 from autograder.sandbox.child import child_main
 from autograder.sandbox.policy import isolate_zygote, paths_under_tmp, pid_namespaces_work
-from autograder.sandbox.syscalls import CLONE_NEWPID, PR_SET_PDEATHSIG, prctl, setns, unshare
+from autograder.sandbox.syscalls import (CLONE_NEWPID, PR_SET_PDEATHSIG, join_new_session_keyring, prctl, setns,
+                                         unshare)
 from autograder.torchstate import pin_torch_flags, snapshot
 
 
@@ -53,10 +57,12 @@ class ZygoteState:
         self.helpers: list[str] = cfg.get("helpers", [])
         self.checks = load_checks(self.stem)
         warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
-        self.pristine = snapshot()
+        self.checks = forget_correct_code(self.checks)
+        self.seccomp = seccomp.build()  # before isolating: it loads libseccomp
+        self.pristine = snapshot(autograder_modules())
         # a root grader runs children as a uid of their own, with or without namespaces
         self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
-        self.mode, self.warning = (isolate_zygote(cfg["hide"]) if self.limits.isolate
+        self.mode, self.warning = (isolate_zygote(cfg["hide"] + code_paths()) if self.limits.isolate
                                    else ("rlimits", ""))
         self.under_tmp = paths_under_tmp() if self.mode != "rlimits" else []  # kept across the child's /tmp
         self.pidns_fd = None
@@ -111,6 +117,47 @@ class ZygoteState:
                 shutil.rmtree(self.scratch.pop(pid), ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What a child needs of a check to answer it: how to call the code, what it may not call.
+    No reference, no known mistake, no input maker: nothing that computes an answer."""
+
+    name: str
+    target: str
+    probe: object
+    forbidden: tuple[str, ...]
+
+
+_CODE_PACKAGES = ("autograder.chapters", "autograder.mistakes")
+
+
+def forget_correct_code(checks: dict) -> dict[str, ProbeSpec]:
+    """Keep of each check only its ProbeSpec, and unload the chapters' and mistakes' modules
+    (their namespaces emptied, so no function left in memory still reaches their helpers):
+    after this, nothing the zygote holds computes a correct answer to a graded function."""
+    specs = {name: ProbeSpec(c.name, c.target, c.probe, tuple(c.forbidden)) for name, c in checks.items()}
+    import autograder
+
+    for name in [m for m in sys.modules if m.startswith(_CODE_PACKAGES)]:
+        module = sys.modules.pop(name)
+        vars(module).clear()
+    for attr in ("chapters", "mistakes"):
+        vars(autograder).pop(attr, None)
+    gc.collect()
+    return specs
+
+
+def code_paths() -> list[str]:
+    """The folders of those packages, hidden from the children (they cannot be imported again)."""
+    root = Path(__file__).resolve().parents[1]
+    return [str(root / p.split(".")[1]) for p in _CODE_PACKAGES if (root / p.split(".")[1]).is_dir()]
+
+
+def autograder_modules() -> list:
+    """This package's modules loaded now: restored with torch before each request."""
+    return [m for name, m in sorted(sys.modules.items()) if name == "autograder" or name.startswith("autograder.")]
+
+
 def warm_up(z: ZygoteState) -> None:
     """Run what every child runs (a cell, torch.testing, each check's probe on its
     known mistakes for every case, meta cases included), so lazy imports and
@@ -139,6 +186,10 @@ def zygote_main() -> None:
     size = struct.unpack("<Q", sys.stdin.buffer.read(8))[0]
     cfg = pickle.loads(sys.stdin.buffer.read(size))  # the grader's own pickle
     torch.set_num_threads(1)
+    try:
+        join_new_session_keyring()  # the grader's session keyring stays out of reach
+    except OSError:
+        pass  # no keyrings in this kernel: nothing to leave (the children's filter denies keyctl anyway)
     z = ZygoteState(cfg)
     gc.collect()
     gc.freeze()  # children do not copy the zygote's objects when they collect garbage

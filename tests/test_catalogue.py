@@ -13,6 +13,9 @@ from autograder.course import course_root, stems
 from tests.test_book import _needles
 
 STEMS = stems()
+# Sphinx's smart quotes and dashes, back to what the hints are written with.
+_PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "--",
+                        "\u2014": "---", "\u2026": "..."})
 
 
 def _unescaped(markdown: str) -> str:
@@ -75,7 +78,7 @@ def test_the_built_page_shows_the_current_box():
         if f'common_mistakes("{stem}")' not in source:
             continue
         page = (html_dir / "book" / f"{stem}.html").read_text()
-        text = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", page)).split())
+        text = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", page)).translate(_PLAIN).split())
         assert "common_mistakes" not in text, f"{stem}: the box's code is shown"
         for _, mistakes in catalogue(stem):
             for name, hint in mistakes:

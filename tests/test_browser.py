@@ -34,7 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 # A word from each chapter's prose, and the chapter the search must find with it.
-SEARCH_WORDS = {"tensors": "broadcasting", "autograd": "Jacobian", "network_classes": "ModuleList", "final_layers": "garment",
+SEARCH_WORDS = {"tensors": "broadcasting", "autograd": "Jacobian", "network_classes": "ModuleList",
+                "final_layers": "garment",
                 "losses": "segmentation", "optimizers": "Rosenbrock", "activations": "vanishing"}
 
 

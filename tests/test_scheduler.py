@@ -290,7 +290,9 @@ def sharded(slurm, classroom, tmp_path_factory) -> dict:
                           f"--output={logs}/report-%j.out", env=env)
     seconds = time.monotonic() - start
     return {"out": out, "course": course, "seconds": seconds, "array": slurm.states(array),
-            "report": slurm.states(report), "run_times": slurm.states(array, "RunTime") + slurm.states(report, "RunTime"), "logs": {p.name: p.read_text() for p in sorted(logs.iterdir())}}
+            "report": slurm.states(report), "run_times": [*slurm.states(array, "RunTime"),
+                                                          *slurm.states(report, "RunTime")],
+            "logs": {p.name: p.read_text() for p in sorted(logs.iterdir())}}
 
 
 @pytest.mark.slow
@@ -341,6 +343,45 @@ def test_a_failed_shard_cancels_the_merge(slurm, tmp_path):
     assert slurm.states(report) == ["CANCELLED"]
     assert not (tmp_path / "out" / "grades.csv").exists()
     assert "no-such-folder" in (tmp_path / f"grade-{array}_0.out").read_text()
+
+
+def _script(name: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run a deploy/slurm script as Slurm would, with `echo` for Python: the command line it would run."""
+    env = {"PATH": os.environ["PATH"], "STEM": STEM, "COURSE_DIR": str(tmp), "PYTHON": "echo", **env}
+    return subprocess.run(["bash", str(DEPLOY / "slurm" / name)], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("array, task, env, shard", [
+    ("0-15", 5, {}, "5/16"),
+    ("0-15%4", 0, {}, "0/16"),
+    ("3,7", 7, {"SHARDS": "16"}, "7/16"),  # a rerun of two shards of 16
+])
+def test_each_array_task_grades_its_shard(tmp_path, array, task, env, shard):
+    first, last = (int(x) for x in re.split(r"[-,]", array.split("%")[0]))
+    count = 2 if "," in array else last - first + 1
+    proc = _script("grade-array.sbatch", tmp_path, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_TASK_MIN=str(first),
+                   SLURM_ARRAY_TASK_MAX=str(last), SLURM_ARRAY_TASK_COUNT=str(count), SLURM_CPUS_PER_TASK="2",
+                   **env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-m", "autograder", "grade", STEM, "--submissions", "submitted", "--out",
+                                   "grading", "--shard", shard, "--jobs", "2"]
+
+
+def test_a_partial_array_without_the_number_of_shards_is_refused(tmp_path):
+    proc = _script("grade-array.sbatch", tmp_path, SLURM_ARRAY_TASK_ID="7", SLURM_ARRAY_TASK_MIN="3",
+                   SLURM_ARRAY_TASK_MAX="7", SLURM_ARRAY_TASK_COUNT="2")
+    assert proc.returncode == 2 and "set SHARDS" in proc.stderr and not proc.stdout  # not shard 7/8
+    proc = _script("grade-array.sbatch", tmp_path)
+    assert proc.returncode != 0 and "submit this script as an array" in proc.stderr
+
+
+def test_the_merge_job_writes_the_gradebook_only_when_asked(tmp_path):
+    assert _script("grade-report.sbatch", tmp_path).stdout.split() == [
+        "-m", "autograder", "report", "--out", "grading", "--stem", STEM]
+    assert _script("grade-report.sbatch", tmp_path, GRADEBOOK="auto", NBGRADER_COURSE="/course").stdout.split() == [
+        "-m", "autograder", "report", "--out", "grading", "--stem", STEM, "--gradebook", "auto",
+        "--submissions", "submitted", "--course", "/course"]
 
 
 # -- Kubernetes: the manifests' fields, and their command lines run outside Kubernetes ---------------

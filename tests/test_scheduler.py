@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -217,7 +218,7 @@ class SlurmCluster:
                 pass
 
         if self.daemons.get("slurmctld") and self.daemons["slurmctld"].poll() is None:
-            quiet(self.bin["scancel"], f"--user={os.geteuid()}")
+            quiet(self.bin["scancel"], f"--user={pwd.getpwuid(os.geteuid()).pw_name}")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 queue = subprocess.run([self.bin["squeue"], "-h", "-o", "%i"], env=self.env, capture_output=True,

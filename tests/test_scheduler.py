@@ -105,6 +105,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
+# listen on 127.0.0.1 only (the address `localhost` resolves to), not on every interface
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU

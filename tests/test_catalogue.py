@@ -83,3 +83,10 @@ def test_the_built_page_shows_the_current_box():
         for _, mistakes in catalogue(stem):
             for name, hint in mistakes:
                 assert " ".join(hint.split()) in text, f"{stem}: {name}'s hint is not on the page"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_chapter_page_shows_its_box(stem):
+    """What the book warns about and what the grader recognises are one list: each page draws its box."""
+    source = (course_root() / "book" / f"{stem}.md").read_text()
+    assert f'common_mistakes("{stem}")' in source, f"book/{stem}.md has no common-mistakes box"

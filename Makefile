@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STEMS := $(shell $(PYTHON) -c "import re;print(' '.join(re.findall(r'book/(\w+)', open('_toc.yml').read())))" 2>/dev/null)
 
-.PHONY: book test chromium release grade bench venv clean
+.PHONY: book test chromium slurm release grade bench venv clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 ## Run the whole test suite.
-test: $(STAMP) chromium
+test: $(STAMP) chromium slurm
 	$(PY) -m pytest
 
 ## The browser tests drive the system's Chromium: installed with apt-get when missing and we are root;
@@ -31,6 +31,15 @@ chromium:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "Chromium is missing, so the browser tests will be skipped: sudo apt-get install -y chromium"; fi
+
+## tests/test_scheduler.py grades a class through a single-node Slurm cluster it starts (munged, slurmctld,
+## slurmd): Debian's slurm-wlm, installed with apt-get when missing and we are root; otherwise skipped.
+slurm:
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v sbatch >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && \
+	command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm; \
+	else echo "Slurm is missing, so the scheduler tests will be skipped: sudo apt-get install -y slurm-wlm"; fi
 
 ## Regenerate exercises/ from solutions/ with nbgrader (outputs cleared, ids stable).
 release: $(STAMP)

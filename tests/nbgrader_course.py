@@ -53,6 +53,11 @@ def autograde(root: Path, stem: str) -> dict[str, dict[str, float]]:
     """Run `nbgrader autograde`; return {student: {grade_id: score}} from the gradebook."""
     proc = nbgrader("autograde", stem, "--force", "--create", cwd=root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return gradebook_scores(root, stem)
+
+
+def gradebook_scores(root: Path, stem: str) -> dict[str, dict[str, float]]:
+    """{student: {grade_id: score}} of one assignment, read from the course's gradebook.db."""
     from nbgrader.api import Gradebook
 
     scores: dict[str, dict[str, float]] = {}

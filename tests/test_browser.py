@@ -34,9 +34,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 # A word from each chapter's prose, and the chapter the search must find with it.
-SEARCH_WORDS = {"tensors": "broadcasting", "network_classes": "ModuleList", "final_layers": "garment",
-                "losses": "segmentation", "optimizers": "Rosenbrock", "activations": "GELU",
-                "deep_networks": "Kaiming", "capstone": "overfitting"}
+SEARCH_WORDS = {"tensors": "broadcasting", "autograd": "Jacobian", "network_classes": "ModuleList",
+                "final_layers": "garment", "losses": "segmentation", "optimizers": "Rosenbrock",
+                "activations": "GELU", "deep_networks": "Kaiming", "capstone": "overfitting"}
 
 
 def _toc_pages() -> list[str]:

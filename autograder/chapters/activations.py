@@ -509,11 +509,11 @@ RELU_FUNCTION = Check(
     mistakes=(
         Mistake("backward-returns-forward", "backward returns the derivative times grad_output, not the "
                 "forward's value: ReLU's derivative is the 0/1 mask (input > 0), so return "
-                "grad_output * (input > 0).", _ReLUReturnsForward),
+                "grad_output times that mask.", _ReLUReturnsForward),
         Mistake("mask-one-at-zero", "torch's convention at exactly 0 is gradient 0: the mask is input > 0, "
                 "not input >= 0.", _ReLUMaskAtZero),
         Mistake("upstream-gradient-dropped", "Multiply the mask by grad_output (the chain rule): backward "
-                "returns grad_output * (input > 0).", _ReLUNoUpstream),
+                "returns grad_output times the mask (input > 0).", _ReLUNoUpstream),
     ),
 )
 

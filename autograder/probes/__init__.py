@@ -17,6 +17,7 @@ are seen. One module per kind of graded object:
     activation_module.py  an activation module with learnable parameters (PReLU)
     autograd_function.py  a torch.autograd.Function: forward and its hand-written backward
     optimizer.py          an optimizer class over K steps, and a training loop
+    gradient.py           a function of a function: a gradient helper, a gradient-descent loop
     model_diagnostic.py   a diagnostic function of a model the probe builds
 
 Chapters import the probe classes from their modules directly.

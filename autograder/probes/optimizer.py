@@ -100,13 +100,27 @@ def torch_optim_code() -> dict:
     return codes
 
 
+@lru_cache(maxsize=1)
+def torch_optimizer_constructors() -> dict:
+    """Code object -> name for the __init__ of every optimizer class torch.optim exports
+    (reported where a function may not use torch.optim at all, not even to build one)."""
+    import torch.optim as optim
+
+    return {vars(cls)["__init__"].__code__: f"torch.optim.{cls.__name__}" for cls in vars(optim).values()
+            if isinstance(cls, type) and issubclass(cls, optim.Optimizer) and cls is not optim.Optimizer
+            and inspect.isfunction(vars(cls).get("__init__"))}
+
+
 @contextlib.contextmanager
-def watching(watch):
-    """`with watch:` plus a profile hook that reports torch.optim's code."""
+def watching(watch, *, constructors: bool = False):
+    """`with watch:` plus a profile hook that reports torch.optim's code
+    (and, with `constructors`, the making of any torch.optim optimizer)."""
     if watch is None:
         yield
         return
     codes = torch_optim_code()
+    if constructors:
+        codes = {**codes, **torch_optimizer_constructors()}
     previous = sys.getprofile()
 
     def profile(frame, event, arg):

@@ -1,0 +1,296 @@
+"""The autograd chapter's checks, proven both ways.
+
+1. The reference (the source notebook's solution cells) equals torch on every
+   graded case and on fresh random inputs: torch.func.grad for `grad_of`,
+   torch.abs's forward and derivative for `AbsFunction` (whose backward also
+   passes torch.autograd.gradcheck), torch.optim.SGD for `gradient_descent`,
+   torch.round with an identity backward for `straight_through_round`.
+2. Every catalogued mistake loses points with its own hint (tests/test_checks.py).
+3. Known-correct alternatives keep full marks.
+4. Calling what the exercise asks for (torch.abs, autograd inside backward,
+   torch.optim) is detected, whatever name reaches it.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import assert_full_marks, assert_reference_equals_oracle, checks_of, grade_impl, reference
+
+STEM = "autograd"
+
+
+def _torch_grad_of(fn, x):
+    return torch.func.grad(lambda t: fn(t).sum())(x.detach())
+
+
+class _TorchAbs(torch.autograd.Function):
+    """torch.abs's forward, and its derivative as torch defines it (grad * sgn(input))."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.abs(input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * input.sgn()
+
+
+def _torch_descent(loss_fn, x0, lr, steps):
+    x = x0.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=lr)
+    rows = [x.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(x).backward()
+        opt.step()
+        rows.append(x.detach().clone())
+    return torch.stack(rows)
+
+
+class _TorchSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        return torch.round(input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
+TORCH = {
+    "grad_of": _torch_grad_of,
+    "AbsFunction": _TorchAbs,
+    "gradient_descent": _torch_descent,
+    "straight_through_round": _TorchSTE.apply,
+}
+
+
+@pytest.mark.parametrize("name", checks_of(STEM))
+def test_reference_equals_torch_on_every_case(name):
+    assert_reference_equals_oracle(STEM, name, TORCH[name])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reference_equals_torch_on_fresh_random_inputs(seed):
+    ns = reference(STEM)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64) * 3
+    fn = lambda t: torch.sin(t) * t.sum(0)  # noqa: E731 - each output depends on a whole column
+    torch.testing.assert_close(ns["grad_of"](fn, x), _torch_grad_of(fn, x))
+
+    leaf = x.clone().requires_grad_(True)
+    ours = ns["AbsFunction"].apply(leaf)
+    theirs = torch.abs(x)
+    torch.testing.assert_close(ours, theirs)
+    (gx,) = torch.autograd.grad(ours, leaf, torch.ones_like(ours) * 2)
+    torch.testing.assert_close(gx, 2 * torch.sign(x))
+
+    target = torch.randn(5, generator=g, dtype=torch.float64)
+    loss_fn = lambda w: ((w - target) ** 4).sum() + (w ** 2).sum()  # noqa: E731
+    x0 = torch.randn(5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ns["gradient_descent"](loss_fn, x0, 0.01, 7), _torch_descent(loss_fn, x0, 0.01, 7))
+
+    torch.testing.assert_close(ns["straight_through_round"](x), torch.round(x))
+
+
+def test_reference_backward_passes_gradcheck_and_has_torchs_convention_at_zero():
+    fn = reference(STEM)["AbsFunction"]
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    assert torch.autograd.gradcheck(fn.apply, (x,))
+    zero = torch.tensor([-1.0, 0.0, -0.0, 2.0], requires_grad=True)
+    fn.apply(zero).sum().backward()
+    ref = zero.detach().clone().requires_grad_(True)
+    torch.abs(ref).sum().backward()
+    torch.testing.assert_close(zero.grad, ref.grad)
+
+
+def test_the_pages_statements_about_the_reference():
+    ns = reference(STEM)
+    # grad_of leaves a leaf's .grad and a plain tensor's flag alone, and answers the same twice.
+    w = torch.ones(3, requires_grad=True)
+    w.grad = torch.full((3,), 7.0)
+    for _ in range(2):
+        torch.testing.assert_close(ns["grad_of"](lambda t: (t * t).sum(), w), 2 * torch.ones(3))
+    torch.testing.assert_close(w.grad, torch.full((3,), 7.0))
+    # The visible test's closed form: each step multiplies x by 1 - 2 lr.
+    x0 = torch.tensor([3.0, -2.0])
+    traj = ns["gradient_descent"](lambda x: (x ** 2).sum(), x0, 0.25, 3)
+    torch.testing.assert_close(traj, torch.stack([x0 * 0.5 ** k for k in range(4)]))
+    assert not x0.requires_grad
+    # Halves go to the even neighbour, as torch.round does.
+    halves = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
+    torch.testing.assert_close(ns["straight_through_round"](halves), torch.tensor([-2.0, -2.0, -0.0, 0.0, 2.0, 2.0]))
+
+
+# -- known-correct alternatives ---------------------------------------------------------------------
+
+def _grad_of_backward_on_copy(fn, x):
+    xd = x.detach().clone().requires_grad_(True)
+    fn(xd).sum().backward()
+    return xd.grad
+
+
+def _grad_of_ones(fn, x):
+    xd = x.detach().requires_grad_(True)
+    out = fn(xd)
+    return torch.autograd.grad(out, xd, grad_outputs=torch.ones_like(out))[0]
+
+
+class _AbsSaveSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        s = torch.sign(input)
+        ctx.save_for_backward(s)
+        return input * s
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (s,) = ctx.saved_tensors
+        return grad_output * s
+
+
+class _AbsMasks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.maximum(input, -input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * ((input > 0).to(grad_output.dtype) - (input < 0).to(grad_output.dtype))
+
+
+class _AbsSetupContext(torch.autograd.Function):
+    @staticmethod
+    def forward(input):
+        return torch.where(input < 0, -input, input)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return torch.where(input == 0, torch.zeros_like(grad_output), torch.where(input > 0, grad_output,
+                                                                                  -grad_output))
+
+
+def _descent_grad_none(loss_fn, x0, lr, steps):
+    x = x0.clone().detach().requires_grad_(True)
+    rows = [x0.clone()]
+    for _ in range(steps):
+        loss_fn(x).backward()
+        with torch.no_grad():
+            x.sub_(lr * x.grad)
+        x.grad = None
+        rows.append(x.detach().clone())
+    return torch.stack(rows)
+
+
+def _descent_rebind(loss_fn, x0, lr, steps):
+    x = x0.detach().requires_grad_(True)
+    rows = [x0.detach().clone()]
+    for _ in range(steps):
+        (g,) = torch.autograd.grad(loss_fn(x), x)
+        x = (x - lr * g).detach().requires_grad_(True)
+        rows.append(x.detach().clone())
+    return torch.stack(rows)
+
+
+def _descent_preallocated(loss_fn, x0, lr, steps):
+    out = torch.empty((steps + 1, *x0.shape), dtype=x0.dtype, device=x0.device)
+    x = x0.detach().clone().requires_grad_(True)
+    out[0] = x0
+    for k in range(steps):
+        x.grad = None
+        loss_fn(x).backward()
+        with torch.no_grad():
+            x -= lr * x.grad
+            out[k + 1] = x
+    return out
+
+
+ALTERNATIVES = [
+    pytest.param("grad_of", _grad_of_backward_on_copy, id="grad_of:backward-on-a-fresh-leaf"),
+    pytest.param("grad_of", _grad_of_ones, id="grad_of:grad_outputs-ones"),
+    pytest.param("grad_of", _torch_grad_of, id="grad_of:torch.func.grad"),
+    pytest.param("AbsFunction", _AbsSaveSign, id="AbsFunction:saves-the-sign"),
+    pytest.param("AbsFunction", _AbsMasks, id="AbsFunction:two-masks"),
+    pytest.param("AbsFunction", _AbsSetupContext, id="AbsFunction:setup-context"),
+    pytest.param("gradient_descent", _descent_grad_none, id="gradient_descent:grad-set-to-None"),
+    pytest.param("gradient_descent", _descent_rebind, id="gradient_descent:autograd.grad-and-a-new-leaf"),
+    pytest.param("gradient_descent", _descent_preallocated, id="gradient_descent:preallocated-rows"),
+    pytest.param("straight_through_round", lambda input: input.round().detach() + input - input.detach(),
+                 id="straight_through_round:plus-x-minus-detached-x"),
+    pytest.param("straight_through_round", _TorchSTE.apply, id="straight_through_round:autograd.Function"),
+]
+
+
+@pytest.mark.parametrize("name, impl", ALTERNATIVES)
+def test_known_correct_alternative_keeps_full_marks(name, impl):
+    assert_full_marks(STEM, name, impl)
+
+
+# -- forbidden calls ----------------------------------------------------------------------------------
+
+class _AbsForwardCallsTorch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return input.abs()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * torch.sign(input)
+
+
+class _AbsBackwardByAutograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.where(input > 0, input, -input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = input.detach().requires_grad_(True)
+            return torch.autograd.grad(torch.where(x > 0, x, -x), x, grad_output)[0]
+
+
+def _descent_with_sgd(loss_fn, x0, lr, steps):
+    return _torch_descent(loss_fn, x0, lr, steps)
+
+
+@pytest.mark.parametrize("name, call", [
+    pytest.param("AbsFunction", _AbsForwardCallsTorch, id="Tensor.abs-in-forward"),
+    pytest.param("AbsFunction", _AbsBackwardByAutograd, id="autograd.grad-in-backward"),
+    pytest.param("gradient_descent", _descent_with_sgd, id="torch.optim.SGD"),
+])
+def test_calling_what_the_exercise_asks_for_scores_zero_with_a_message(name, call):
+    result = grade_impl(STEM, name, call)
+    assert result.points == 0
+    assert any("the torch function this exercise asks you to write" in v.message for v in result.cases)
+
+
+def test_a_stub_scores_zero_and_says_not_implemented():
+    def stub(fn, x):
+        raise NotImplementedError()
+
+    result = grade_impl(STEM, "grad_of", stub)
+    assert result.points == 0
+    assert all("NotImplementedError" in v.message for v in result.cases)
+
+
+def test_grad_of_on_the_callers_tensor_fails_for_a_plain_tensor():
+    # autograd.grad on x itself raises when x does not require grad: the plain-tensor cases fail.
+    result = grade_impl(STEM, "grad_of", lambda fn, x: torch.autograd.grad(fn(x).sum(), x)[0])
+    plain = [v for v in result.cases if "plain tensor" in v.label and not v.label.startswith("on the meta")]
+    assert plain and not any(v.passed for v in plain)
+    assert 0 < result.points < result.max_points

@@ -22,6 +22,7 @@ import torch
 from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
+from autograder.probes.core import TAMPERED
 from autograder.tolerance import tolerance
 
 
@@ -145,6 +146,11 @@ def decide_case(case: Case, student: Answer, reference: Answer,
         if case.shape_only and inconclusive_on_meta(err):
             return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
         return CaseVerdict(case.label, False, f"raised {err}")
+    if TAMPERED in student.forbidden:
+        return CaseVerdict(case.label, False,
+                           "switched off the grader's watch on torch calls (popped its torch function or dispatch "
+                           "mode), so the call could not be checked; write the function with elementary tensor "
+                           "operations and leave torch's modes alone", mistake="forbidden-call")
     if student.forbidden:
         names = ", ".join(student.forbidden)
         return CaseVerdict(case.label, False,

@@ -34,9 +34,10 @@ from autograder.notebook import NotebookError, locked_cells, read_cells, restore
 from autograder.probes import run_probe
 from autograder.problems import Problem
 from autograder.reference import check_points, reference_namespace, visible_tests
+from autograder.source_scan import scan as scan_source
 from autograder.results import CheckResult, SubmissionResult, score_of, write_grades_csv, write_result
 from autograder.sandbox import Limits, RemoteError, SandboxedSubmission, Unproxyable, ZygoteHandle, secret_paths
-from autograder.sandbox.remote import RemoteFunction
+from autograder.sandbox.remote import RemoteFunction, check_proxyable
 from autograder.torchstate import pin_torch_flags
 
 __all__ = ["Grader", "InProcess", "grade_class", "grade_submission", "pin_torch_flags"]
@@ -75,6 +76,20 @@ class _Prepared:
     max_points: float
 
 
+class _PlainCall:
+    """A reference function that raises Unproxyable, as the sandbox would, when a visible
+    test passes it or gets back anything but plain tensors and plain values."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        check_proxyable((args, kwargs))
+        out = self.fn(*args, **kwargs)
+        check_proxyable(out)
+        return out
+
+
 class Grader:
     """Everything trusted about one chapter on one device, computed once."""
 
@@ -97,7 +112,8 @@ class Grader:
         self._reference = ns
         self.function_targets = sorted(c.target for c in self.checks.values() if inspect.isfunction(ns[c.target]))
         classes = {c.target for c in self.checks.values()} - set(self.function_targets)
-        self.visible_here = {g for g, cell in self.visible.items() if not (_names(cell.source) & classes)}
+        self.visible_here = {g for g, cell in self.visible.items()
+                             if not (_names(cell.source) & classes) and self._crosses(cell)}
         self.prepared: dict[str, _Prepared] = {}
         for name, check in self.checks.items():
             impl = ns[check.target]
@@ -112,6 +128,19 @@ class Grader:
                 refs.append(ref)
                 mistakes.append([(m, run_probe(check, m.impl, case.upcast())) for m in check.mistakes])
             self.prepared[name] = _Prepared(check, cases, refs, mistakes, points[check.grade_id])
+
+    def _crosses(self, cell) -> bool:
+        """Whether this visible test, run with the reference, passes only plain values to and from
+        the graded functions: then the grader runs it (a student whose function returns anything
+        else fails it); otherwise it runs in the child. Decided from the source alone, so no
+        submission can move a visible test from one side to the other."""
+        ns = dict(self._reference)
+        ns.update({t: _PlainCall(self._reference[t]) for t in self.function_targets})
+        with _VISIBLE_LOCK:
+            pin_torch_flags()
+            outcome = run_cell(cell, ns)
+            pin_torch_flags()
+        return not isinstance(outcome.exception, Unproxyable)
 
     @property
     def max_score(self) -> float:
@@ -243,6 +272,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
     result.problems.extend(Problem("notebook", p) for p in structure_problems(cells, grader.source_cells))
     cells, restored = restore_locked(cells, grader.source_cells)  # sanitize
     result.problems.extend(Problem("notebook", p) for p in restored)
+    result.problems.extend(scan_source(cells, grader.checks))
     check_ids = {c.grade_id for c in grader.checks.values()}
     in_executor = {g: c for g, c in grader.visible.items() if g not in grader.visible_here}
     own = sandboxed and zygote is None

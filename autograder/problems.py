@@ -21,6 +21,7 @@ KINDS = {
     "error": "raised an error",
     "unanswered": "not answered (NotImplementedError)",
     "notebook": "notebook renamed, extra notebooks or cells changed",
+    "suspected": "the source names a forbidden function or a way around the call watch (no points taken)",
 }
 
 

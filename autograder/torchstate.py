@@ -54,13 +54,22 @@ def _pristine_objects() -> list:
             torch.special, torch.fft, torch.Tensor, torch.nn.Module]
 
 
+# Of torch._C (a thousand names, slow to compare), only what switches torch function and
+# dispatch handling: a module is restored name by name, so a part of it can be kept.
+_C_NAMES = ("DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
+            "_pop_torch_function_stack", "_pop_torch_dispatch_stack", "_push_on_torch_function_stack",
+            "_push_on_torch_dispatch_stack", "_len_torch_function_stack", "_len_torch_dispatch_stack",
+            "_get_function_stack_at", "_get_dispatch_stack_at")
+
+
 Snapshot = list[tuple[object, dict]]
 
 
 def snapshot(extra: list = ()) -> Snapshot:
     """The namespaces of torch's public modules, Tensor, Module and builtins (and of `extra`
     objects, e.g. the grader's own modules in the child), as they are now."""
-    return [(obj, dict(vars(obj))) for obj in [*_pristine_objects(), *extra]]
+    c_part = {k: v for k, v in vars(torch._C).items() if k in _C_NAMES}
+    return [(obj, dict(vars(obj))) for obj in [*_pristine_objects(), *extra]] + [(torch._C, c_part)]
 
 
 _MISSING = object()

@@ -357,3 +357,147 @@ def test_floods_are_cut(corpus):
 
 def test_ipython_hooks_do_not_erase_later_cells(corpus):
     assert corpus[0]["ipython_hooks"].score == 16
+
+
+# -- borrowed answers and inherited secrets (a second class) ------------------------------------------
+
+ENV_SECRET = f"instructor-token-{os.urandom(8).hex()}"
+KEY_SECRET = f"keyring-payload-{os.urandom(8).hex()}"
+IPC_KEY = 0x5EC0000 + os.getpid() % 0xFFFF
+LOG_SOFTMAX_BY = {  # log_softmax(input, dim) through torch's own operator, reached as a student could
+    "aten_overload": "return torch.ops.aten._log_softmax.default(input, dim, False)",
+    "special_alias": "return torch.special.log_softmax(input, dim)",
+    "torch_function_off": "with torch._C.DisableTorchFunction():\n        return torch.log_softmax(input, dim)",
+    "method_in_a_lambda": "f = (lambda t: t.log_softmax(dim))\n    return f(input)",
+}
+# Uses torch's function only when no watch is on: the visible tests are watched too, so it never does.
+ONLY_UNWATCHED = ("if torch._C._len_torch_function_stack() == 0:\n        return torch.log_softmax(input, dim)\n"
+                  "    return input - torch.logsumexp(input, dim, keepdim=True)")
+# student -> the checks the trick costs, beside the honest notebook's points
+BORROWED = {name: {"log_softmax": 0} for name in LOG_SOFTMAX_BY}
+BORROWED["torch_function_off"]["cross_entropy"] = 0  # its cross_entropy calls it under that check's watch
+BORROWED["l1_function_off"] = {"l1_loss": 0}  # detection_loss may call l1_loss: it forbids nothing
+INHERITED = ["imports_correct_code", "reads_the_environment", "reads_the_keyring", "makes_ipc_objects",
+             "reads_ipc_objects"]
+
+
+def _plant_key() -> int | None:
+    """A key in this process's session keyring (what a grader run from a desktop session holds)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    add_key = {"x86_64": 248, "aarch64": 217}.get(os.uname().machine)
+    if add_key is None:
+        return None
+    key = libc.syscall(add_key, b"user", b"autograder-test", KEY_SECRET.encode(), len(KEY_SECRET), -3)
+    return key if key > 0 else None
+
+
+def _sysv_shm_keys() -> set[int]:
+    with open("/proc/sysvipc/shm") as f:
+        return {int(line.split()[0]) for line in list(f)[1:]}
+
+
+@pytest.fixture(scope="module")
+def borrowed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("borrowed")
+    subs, out = tmp / "submitted", tmp / "out"
+    s = {"honest": json.loads(SOLUTION.read_text())}
+    for name, body in LOG_SOFTMAX_BY.items():
+        s[name] = _notebook_with(_append_to("log_softmax", f"import torch\ndef log_softmax(input, dim):\n    {body}"))
+    s["only_unwatched"] = _notebook_with(_append_to("log_softmax", (
+        f"import torch\ndef log_softmax(input, dim):\n    {ONLY_UNWATCHED}")))
+    s["l1_function_off"] = _notebook_with(_append_to("l1_loss", (
+        "import torch\nimport torch.nn.functional as F\ndef l1_loss(input, target, reduction='mean'):\n"
+        "    with torch._C.DisableTorchFunction():\n        return F.l1_loss(input, target, reduction=reduction)")))
+    s["imports_correct_code"] = _notebook_with(_new_cell(
+        "import gc, importlib\nfound = []\n"
+        "for m in ('autograder.chapters.losses', 'autograder.mistakes.optimizers', 'autograder.chapters.optimizers'):\n"
+        "    try:\n        importlib.import_module(m)\n        found.append('IMPORTED ' + m)\n"
+        "    except Exception as e:\n        found.append(type(e).__name__)\n"
+        "kinds = {type(o).__name__ for o in gc.get_objects()}\n"
+        "found += ['FOUND ' + k for k in ('Mistake', 'Check') if k in kinds]\n"
+        "found += ['FOUND ' + o.__name__ for o in gc.get_objects() if isinstance(o, type) and"
+        " o.__name__.startswith('Buggable')]\n"
+        "raise RuntimeError(repr(found))", after="setup"))
+    s["reads_the_environment"] = _notebook_with(_new_cell(
+        "import os\nraise RuntimeError(repr(dict(os.environ)) + open('/proc/self/environ').read())", after="setup"))
+    s["reads_the_keyring"] = _notebook_with(_new_cell(
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nout = []\n"
+        "buf = ctypes.create_string_buffer(4096)\n"
+        "for ring in (-3, -4, -2):  # session, user, process keyrings\n"
+        "    n = libc.syscall(250, 11, ring, buf, 4096)  # KEYCTL_READ\n"
+        "    out.append((ring, n, ctypes.get_errno(), buf.raw[:max(n, 0)]))\n"
+        "try:\n    out.append(open('/proc/keys').read())\nexcept OSError as e:\n    out.append(type(e).__name__)\n"
+        "raise RuntimeError(repr(out))", after="setup"))
+    s["makes_ipc_objects"] = _notebook_with(_new_cell(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"shm = libc.shmget({IPC_KEY}, 4096, 0o1666)  # IPC_CREAT | 0666\n"
+        "raise RuntimeError(f'shmget {shm} errno {ctypes.get_errno()}')", after="setup"))
+    s["reads_ipc_objects"] = _notebook_with(_new_cell(
+        "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"found = [libc.shmget({IPC_KEY}, 0, 0) for _ in range(20) if time.sleep(0.05) is None]\n"
+        "raise RuntimeError(f'ipc seen: {max(found) >= 0}')", after="setup"))
+    for student, nb in s.items():
+        _write(subs, student, nb)
+    key = _plant_key()
+    ipc_before = _sysv_shm_keys()
+    os.environ["AUTOGRADER_TEST_SECRET"] = ENV_SECRET
+    try:
+        results = grade_class(STEM, submissions=subs, out=out, device="cpu", jobs=2, progress=False, limits=LIMITS)
+    finally:
+        del os.environ["AUTOGRADER_TEST_SECRET"]
+    yield {r.student_id: r for r in results}, out, key, _sysv_shm_keys() - ipc_before
+
+
+@pytest.mark.parametrize("student", sorted(BORROWED))
+def test_torchs_own_function_under_another_name_earns_nothing(borrowed, student):
+    results = borrowed[0]
+    expected = {**_points(results["honest"]), **BORROWED[student]}
+    assert _points(results[student]) == expected, results[student].problems
+    check = next(c for c in results[student].checks if c.name == next(iter(BORROWED[student])))
+    messages = " ".join(v.message for v in check.cases) + " " + (check.note or "")
+    assert "asks you to write yourself" in messages or "switched off the grader's watch" in messages, messages
+
+
+def test_code_that_is_always_watched_never_borrows(borrowed):
+    """The visible tests are watched as the hidden cases are: a function that calls torch's own
+    version only when no watch is on always runs its own code, and earns what that code earns."""
+    results = borrowed[0]
+    assert _points(results["only_unwatched"]) == _points(results["honest"]), results["only_unwatched"].problems
+
+
+def test_the_source_scan_reports_what_it_saw_without_taking_points(borrowed):
+    results = borrowed[0]
+    for student in ("torch_function_off", "only_unwatched", "l1_function_off"):
+        suspected = [p for p in results[student].problems if p.kind == "suspected"]
+        assert suspected, (student, results[student].problems)
+    assert not [p for p in results["honest"].problems if p.kind == "suspected"]
+
+
+def test_the_child_holds_no_correct_code(borrowed):
+    r = borrowed[0]["imports_correct_code"]
+    assert _points(r) == _points(borrowed[0]["honest"])
+    problems = " ".join(r.problems)
+    assert "ModuleNotFoundError" in problems or "ImportError" in problems, problems
+    assert "IMPORTED" not in problems and "FOUND" not in problems, problems
+
+
+def test_nothing_of_the_graders_environment_or_keyring_reaches_any_output(borrowed):
+    results, out, key, _ = borrowed
+    for student in INHERITED:
+        assert _points(results[student]) == _points(results["honest"]), (student, results[student].problems)
+    written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert ENV_SECRET not in written
+    assert KEY_SECRET not in written
+    assert "AUTOGRADER_TEST_SECRET" not in written
+    problems = " ".join(results["reads_the_keyring"].problems)
+    assert "(-3, -1, 1," in problems, problems  # keyctl is refused (EPERM) in the child
+    if key is None:
+        pytest.skip("no keyring to plant a key in on this machine: the environment part was checked")
+
+
+def test_ipc_objects_stay_in_their_child(borrowed):
+    results, _, _, new_keys = borrowed
+    assert "ipc seen: False" in " ".join(results["reads_ipc_objects"].problems)
+    assert IPC_KEY not in new_keys, "a child's shared memory outlived it in the grader's IPC namespace"

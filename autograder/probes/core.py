@@ -8,31 +8,117 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from autograder.answer import Answer
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
 
+TAMPERED = "<the grader's call watch, switched off>"  # recorded as a forbidden call
+ACTIVE: list = []  # the call watches entered now (innermost last)
+
+
+class _GuardedDisable:
+    """What graded code gets as torch._C.DisableTorchFunction or torch._C._DisableTorchDispatch in
+    the child (`guard_the_watch`): the real guard, which, entered while a call watch is on, records
+    TAMPERED in it. torch's own code does not use these two while running graded code."""
+
+    real = None
+
+    def __init__(self, *args, **kwargs):
+        self._inner = type(self).real(*args, **kwargs)
+
+    def __enter__(self):
+        for watch in ACTIVE:
+            watch.record(TAMPERED)
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+
+def guard_the_watch() -> None:
+    """In the child's zygote, before torch is snapshot: the switches that turn the watch off
+    report themselves (the snapshot restores them before every request)."""
+    for name in ("DisableTorchFunction", "_DisableTorchDispatch"):
+        real = getattr(torch._C, name, None)
+        if real is not None and not (isinstance(real, type) and issubclass(real, _GuardedDisable)):
+            setattr(torch._C, name, type(name, (_GuardedDisable,), {"real": real}))
+
+
+class _DispatchWatch(TorchDispatchMode):
+    """The same watch one level down, at torch's dispatcher: it sees every aten operator that
+    runs (after composite operators are decomposed), however it was reached: torch.ops.aten
+    and its overloads, a `torch.special` alias, or code run with torch function handling off."""
+
+    def __init__(self, watch: "_CallWatch"):
+        super().__init__()
+        self.watch = watch
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = getattr(getattr(func, "_overloadpacket", func), "__name__", "")
+        if name in self.watch.names:
+            self.watch.record(f"torch.ops.aten.{name}")
+        return func(*args, **(kwargs or {}))
+
+
 class _CallWatch(TorchFunctionMode):
-    """Records calls of torch functions whose __name__ is in `names`.
+    """Records calls of torch functions whose __name__ is in `names`, at two levels.
 
     A TorchFunctionMode sees the torch function itself, whatever alias or
     module path the code used to reach it (F.l1_loss, torch._C._nn.l1_loss,
-    nn.L1Loss()(...), a method), so renaming does not hide a call.
+    nn.L1Loss()(...), a method), so renaming does not hide a call; a dispatch
+    mode (`_DispatchWatch`) sees the aten operators below it, so switching
+    torch function handling off or calling `torch.ops.aten` does not either.
+    Code that pops either mode off its stack is recorded as TAMPERED.
+    docs/sandbox.md says what the watch cannot see.
     """
 
     def __init__(self, names: tuple[str, ...]):
         super().__init__()
         self.names = set(names)
         self.seen: list[str] = []
+        self._below: list[_DispatchWatch] = []
+
+    def record(self, what: str) -> None:
+        if what not in self.seen:
+            self.seen.append(what)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in self.names and name not in self.seen:
-            module = getattr(func, "__module__", None) or "torch"
-            self.seen.append(f"{module}.{name}")
+        if name in self.names:
+            self.record(f"{getattr(func, '__module__', None) or 'torch'}.{name}")
         return func(*args, **(kwargs or {}))
+
+    def __enter__(self):
+        below = _DispatchWatch(self)
+        below.__enter__()
+        self._below.append(below)
+        ACTIVE.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        if ACTIVE and ACTIVE[-1] is self:
+            ACTIVE.pop()
+        below = self._below.pop()
+        n_fn, n_disp = torch._C._len_torch_function_stack(), torch._C._len_torch_dispatch_stack()
+        intact = (n_fn > 0 and torch._C._get_function_stack_at(n_fn - 1) is self
+                  and n_disp > 0 and torch._C._get_dispatch_stack_at(n_disp - 1) is below)
+        if not intact:
+            self.record(TAMPERED)
+            while torch._C._len_torch_function_stack() > 0:  # put the stacks back as they were before
+                top = torch._C._pop_torch_function_stack()
+                if top is self:
+                    break
+            while torch._C._len_torch_dispatch_stack() > 0:
+                top = torch._C._pop_torch_dispatch_stack()
+                if top is below:
+                    break
+            return False
+        super().__exit__(*exc)
+        below.__exit__(*exc)
+        return False
 
 
 def grad_weights(out: torch.Tensor) -> torch.Tensor:

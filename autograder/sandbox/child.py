@@ -18,6 +18,7 @@ snapshot and the flags pinned (autograder/torchstate.py).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from multiprocessing.connection import Connection
@@ -29,6 +30,7 @@ from autograder.checks import Case
 from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell
 from autograder.probes import run_probe
+from autograder.probes.core import _CallWatch as CallWatch
 from autograder.probes.core import describe_exception
 from autograder.sandbox.limits import Unproxyable
 from autograder.sandbox.policy import enter_child_sandbox
@@ -114,10 +116,16 @@ def remote_call(z, ns: dict, calls: dict, call_id: int, name: str, args: tuple, 
     fn = ns.get(name)
     leaves = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
     reset(z.pristine)
+    forbidden = next((spec.forbidden for spec in z.checks.values() if spec.target == name), ())
+    watch = CallWatch(forbidden) if forbidden else contextlib.nullcontext()
     try:
         if fn is None:
             raise NameError(f"name {name!r} is not defined")
-        out = fn(*args, **kwargs)
+        with watch:  # the visible tests are watched as the hidden cases are
+            out = fn(*args, **kwargs)
+        if forbidden and watch.seen:
+            raise ForbiddenCall(f"called {', '.join(watch.seen)}, the torch function this exercise asks you to "
+                                "write yourself")
         kind = "tuple" if isinstance(out, tuple) else "list" if isinstance(out, list) else "one"
         items = list(out) if kind != "one" else [out]
         values, grad = {}, []
@@ -139,6 +147,10 @@ def remote_call(z, ns: dict, calls: dict, call_id: int, name: str, args: tuple, 
             raise
         reply = {"values": {}, "error": describe_exception(exc), "exception": type(exc).__name__}
     return encode_records("answers", [reply])
+
+
+class ForbiddenCall(Exception):
+    """A graded function called what its check forbids while a visible test ran it."""
 
 
 def remote_vjp(calls: dict, call_id: int, grads: list) -> bytes:

@@ -24,7 +24,7 @@ from autograder.notebook import Cell, code_to_run
 from autograder.problems import Problem, cell_error_kind
 from autograder.sandbox.handle import ZygoteHandle
 from autograder.sandbox.channel import Channel, ChannelClosed, ChannelTimeout, MessageTooLarge
-from autograder.sandbox.limits import MAX_MESSAGE, ChildLost, Limits, RemoteError, SandboxError, Unproxyable
+from autograder.sandbox.limits import MAX_MESSAGE, ChildLost, Limits, RemoteError, SandboxError
 from autograder.sandbox.remote import RemoteGrad, check_proxyable, pack_args, tensors_in
 from autograder.text import clean
 
@@ -249,8 +249,9 @@ class SandboxedSubmission:
         leaves = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
         self._calls += 1
         a = self._remote(("call", self._calls, name, pack_args(args, kwargs)))
-        if a.get("unproxyable"):
-            raise Unproxyable(clean(a["unproxyable"], 200))
+        if a.get("unproxyable"):  # the reference returns plain values here (Grader decided it from the source)
+            raise RemoteError(f"your function {clean(a['unproxyable'], 200)} where the reference returns "
+                              "tensors or plain values")
         n, kind, grad = a.get("n"), a.get("kind"), a.get("grad")
         items = [a["values"].get(str(k)) for k in range(n)] if isinstance(n, int) and 0 <= n <= 256 else None
         if (items is None or kind not in ("one", "tuple", "list") or not isinstance(grad, list)

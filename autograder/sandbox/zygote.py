@@ -37,6 +37,7 @@ from autograder.checks import Case, load_checks
 from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell
 from autograder.probes import run_probe
+from autograder.probes.core import guard_the_watch
 from autograder.sandbox import seccomp
 from autograder.sandbox.child import child_main
 from autograder.sandbox.policy import isolate_zygote, paths_under_tmp, pid_namespaces_work
@@ -58,6 +59,7 @@ class ZygoteState:
         self.checks = load_checks(self.stem)
         warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
         self.checks = forget_correct_code(self.checks)
+        guard_the_watch()
         self.seccomp = seccomp.build()  # before isolating: it loads libseccomp
         self.pristine = snapshot(autograder_modules())
         # a root grader runs children as a uid of their own, with or without namespaces

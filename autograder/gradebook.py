@@ -360,3 +360,5 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
     dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
     if submissions is not None or not dest.is_file():
         atomic_write(dest, nbformat.writes(nb))
+    if r.timestamp:  # as `nbgrader autograde` copies it: generate_feedback and release_feedback need it
+        atomic_write(dest.parent / "timestamp.txt", r.timestamp)

@@ -89,6 +89,9 @@ class ClearHiddenTracebacks(Preprocessor):
         return cell, resources
 
 
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
 class GradebookError(Exception):
     """The gradebook cannot take these results; the message says what to do."""
 
@@ -360,5 +363,11 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
     dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
     if submissions is not None or not dest.is_file():
         atomic_write(dest, nbformat.writes(nb))
-    if r.timestamp:  # as `nbgrader autograde` copies it: generate_feedback and release_feedback need it
-        atomic_write(dest.parent / "timestamp.txt", r.timestamp)
+    # What nbgrader's exchange left with the submission, copied as `nbgrader autograde` copies it:
+    # generate_feedback and release_feedback need both files.
+    for name in EXCHANGE_FILES:
+        src = folder / name if folder is not None else None
+        if src is not None and src.is_file():
+            atomic_write(dest.parent / name, src.read_text(encoding="utf-8", errors="replace"))
+        elif name == "timestamp.txt" and r.timestamp:
+            atomic_write(dest.parent / name, r.timestamp)

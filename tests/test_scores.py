@@ -184,3 +184,15 @@ def test_messages_read_as_a_person_writes_them():
     assert every_failing_case("your code did not finish within 60 s") == \
         "On every failing case, your code did not finish within 60 s"
     assert every_failing_case("ValueError: no") == "Every failing case raised ValueError: no"
+
+
+def test_a_renamed_notebook_gets_status_renamed(tmp_path):
+    from autograder.grading import find_notebook
+
+    (tmp_path / "losses (1).ipynb").write_text("{}")
+    notebook, problems = find_notebook(tmp_path, "losses")
+    assert notebook.name == "losses (1).ipynb" and [p.kind for p in problems] == ["renamed"]
+    assert status_of(_result(problems=problems)) == "renamed"
+    (tmp_path / "losses.ipynb").write_text("{}")  # the right name, and an extra notebook: not a rename
+    _, problems = find_notebook(tmp_path, "losses")
+    assert status_of(_result(problems=problems)) == "graded"

@@ -21,11 +21,16 @@ data flow and the trust boundary):
     grading.py      grade one submission (locate, read, sanitize, execute, decide, record), then a class
     problems.py     what went wrong besides wrong answers, as data (kind and text)
     text.py         text from a submission made safe for any file
-    results.py      result dataclasses and the files a run writes
+    results.py      result dataclasses, a submission's status, and the files a run writes
+    progress.py     what a class run says while it runs (bar or log lines), and its summary
+    course_config.py the course's grading settings (nbgrader_config.py): points for the term, due dates, late penalty
+    scores.py       one source of scores: results or the gradebook, settled into each student's final standing
     report.py       the words of a check's result (shared by feedback, gradebook and inline)
     feedback.py     each student's feedback
     class_report.py the instructor's class report
     gradebook.py    nbgrader's gradebook and autograded notebooks
+    lms.py          Canvas's and Moodle's import files, the companion report, the student-id mapping
+    publish.py      the public student repository: the built book and the released notebooks, scanned for secrets
     inline.py       the entry point of the hidden check cells under `nbgrader autograde`
     release.py      regenerate exercises/ from solutions/ with nbgrader
     cli.py          the thin command line: `python -m autograder ...`

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from autograder.report import view_check
-from autograder.results import PROBLEM_KINDS, SubmissionResult, atomic_write, load_submissions
+from autograder.results import PROBLEM_KINDS, STATUSES, SubmissionResult, atomic_write, load_submissions
 
 TOP_MISTAKES = 15
 
@@ -55,19 +55,19 @@ def _png(fig) -> str:
     return f'<img alt="{_e(fig.axes[0].get_title())}" src="data:image/png;base64,{data}">'
 
 
-def score_histogram(stem: str, results: list[SubmissionResult]) -> str:
+def score_histogram(stem: str, standings) -> str:
     from matplotlib.figure import Figure
 
-    max_score = max((r.max_score for r in results), default=0) or 1
+    max_score = max((r.max_score for r in standings), default=0) or 1
     fig = Figure(figsize=(4.6, 3.2))
     ax = fig.add_subplot()
     bins = [max_score * k / 10 for k in range(11)]
-    ax.hist([r.score for r in results], bins=bins, color="#0969da", edgecolor="white")
+    ax.hist([r.score for r in standings], bins=bins, color="#0969da", edgecolor="white")
     ax.set_xlim(0, max_score)
     ax.set_xlabel(f"score (out of {max_score:g})")
     ax.set_ylabel("students")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(f"{stem}: score distribution ({len(results)} students)")
+    ax.set_title(f"{stem}: score distribution ({len(standings)} students)")
     return _png(fig)
 
 
@@ -120,7 +120,8 @@ def summarize(results: list[SubmissionResult]) -> dict:
     order = list(PROBLEM_KINDS)
     troubles.sort(key=lambda t: (order.index(t[1]), t[0]))
     return {
-        "pass_rates": [(name, sum(c.points == c.max_points for c in cs) / len(cs)) for name, cs in checks.items()],
+        "pass_rates": [(name, sum(c.points == c.max_points for c in cs) / len(cs)) for name, cs in checks.items()
+                       if any(c.max_points for c in cs)],
         "mean_points": {name: statistics.fmean(c.points for c in cs) for name, cs in checks.items()},
         "max_points": {name: cs[0].max_points for name, cs in checks.items()},
         "mistakes": [(check, m, hints[(check, m)], n) for (check, m), n in mistakes.most_common()],
@@ -128,19 +129,28 @@ def summarize(results: list[SubmissionResult]) -> dict:
     }
 
 
-def _section(stem: str, results: list[SubmissionResult]) -> str:
+def _section(stem: str, standings) -> str:
+    results = [st.result for st in standings]
     s = summarize(results)
-    scores = [r.score for r in results]
-    max_score = max((r.max_score for r in results), default=0)
-    graded = sum(r.status == "graded" for r in results)
+    scores = [st.score for st in standings]
+    max_score = max((st.max_score for st in standings), default=0)
+    statuses = {status: sum(st.status == status for st in standings) for status in STATUSES}
     out = [f'<h2 id="{_e(stem)}">{_e(stem)}</h2>', '<div class="stats">']
-    for label, value in (("students", len(results)), ("graded", graded), ("not readable or missing", len(results) - graded),
-                         ("mean", f"{statistics.fmean(scores):.1f} / {max_score:g}"),
-                         ("median", f"{statistics.median(scores):g} / {max_score:g}"),
-                         ("full marks", sum(r.score == r.max_score for r in results))):
+    stats = [("students", len(standings)),
+             *((status, n) for status, n in statuses.items() if n or status == "graded"),
+             ("late", sum(st.late for st in standings)),
+             ("mean", f"{statistics.fmean(scores):.1f} / {max_score:g}"),
+             ("median", f"{statistics.median(scores):g} / {max_score:g}"),
+             ("full marks", sum(st.score == st.max_score for st in standings))]
+    for label, value in stats:
         out.append(f'<div class="stat"><b>{_e(value)}</b>{_e(label)}</div>')
     out.append("</div>")
-    plots = [score_histogram(stem, results), pass_rate_chart(stem, s["pass_rates"])]
+    changed = sorted({f"{c.name}: {c.adjusted}" for r in results for c in r.checks
+                      if c.adjusted and not c.adjusted.startswith("score set by")})
+    if changed:
+        out.append("<p>Changed in the course configuration: " + "; ".join(f"<code>{_e(t)}</code>" for t in changed)
+                   + "</p>")
+    plots = [score_histogram(stem, standings), pass_rate_chart(stem, s["pass_rates"])]
     if s["mistakes"]:
         plots.append(mistakes_chart(stem, s["mistakes"]))
     out.append('<div class="plots">' + "".join(plots) + "</div>")
@@ -171,32 +181,46 @@ def _section(stem: str, results: list[SubmissionResult]) -> str:
     else:
         out.append('<p class="none">Every notebook was read and ran without errors.</p>')
 
-    out.append("<h3>Students</h3><table><tr><th>student</th><th>score</th><th>status</th><th>feedback</th></tr>")
-    for r in sorted(results, key=lambda r: r.student_id):
-        link = f"feedback/{r.student_id}/{stem}.html"
-        out.append(f'<tr><td>{_e(r.student_id)}</td><td class="num">{r.score:g} / {r.max_score:g}</td>'
-                   f'<td>{_e(r.status)}</td><td><a href="{_e(link)}">{_e(link)}</a></td></tr>')
+    out.append("<h3>Students</h3><table><tr><th>student</th><th>score</th><th>status</th><th>late</th>"
+               "<th>changed by hand</th><th>feedback</th></tr>")
+    for st in sorted(standings, key=lambda st: st.student_id):
+        link = f"feedback/{st.student_id}/{stem}.html"
+        late = f"{st.late_text()}" if st.late else ""
+        out.append(f'<tr><td>{_e(st.student_id)}</td><td class="num">{st.score:g} / {st.max_score:g}</td>'
+                   f'<td title="{_e(STATUSES.get(st.status, st.status))}">{_e(st.status)}</td><td>{_e(late)}</td>'
+                   f'<td>{_e(", ".join(st.manual))}</td><td><a href="{_e(link)}">{_e(link)}</a></td></tr>')
     out.append("</table>")
     return "\n".join(out)
 
 
-def render_report(results: list[SubmissionResult]) -> str:
-    by_stem: dict[str, list[SubmissionResult]] = defaultdict(list)
-    for r in results:
-        by_stem[r.assignment].append(r)
+def render_report(standings) -> str:
+    """The page, from settled standings (scores.settle); plain results are taken as they were graded."""
+    standings = [st if hasattr(st, "result") else _as_graded(st) for st in standings]
+    by_stem: dict[str, list] = defaultdict(list)
+    for st in standings:
+        by_stem[st.assignment].append(st)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{_e(s)}">{_e(s)}</a>' for s in sorted(by_stem))
     body = "\n".join(_section(s, by_stem[s]) for s in sorted(by_stem)) or "<p>No results.</p>"
+    source = ("nbgrader's gradebook (manual scores and late penalties included)"
+              if any(st.source == "gradebook" for st in standings)
+              else "the results of <code>python -m autograder grade</code>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Class report</title>"
             f"<style>{CSS}</style></head><body>\n<h1>Class report</h1>"
-            f'<p class="none">{len({r.student_id for r in results})} students, {len(by_stem)} assignment(s): '
-            f"{toc}. Built {stamp} from the results of <code>python -m autograder grade</code>.</p>\n"
+            f'<p class="none">{len({st.student_id for st in standings})} students, {len(by_stem)} assignment(s): '
+            f"{toc}. Built {stamp}; scores from {source}.</p>\n"
             f"{body}\n</body></html>\n")
 
 
-def write_report(out: Path, results: list[SubmissionResult] | None = None) -> Path:
-    """OUT/report.html from `results` (default: every result under OUT/results)."""
-    results = load_submissions(out) if results is None else results
+def _as_graded(result: SubmissionResult):
+    from autograder.scores import Standing
+
+    return Standing(result, result.score, 0.0, result.score, result.max_score, result.status)
+
+
+def write_report(out: Path, standings=None) -> Path:
+    """OUT/report.html from `standings` (default: every result under OUT/results, as graded)."""
+    standings = load_submissions(out) if standings is None else standings
     path = Path(out) / "report.html"
-    atomic_write(path, render_report(results))
+    atomic_write(path, render_report(standings))
     return path

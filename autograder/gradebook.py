@@ -17,7 +17,10 @@ For each graded student, through nbgrader's own API (`nbgrader.api.Gradebook`):
 
 Regrading updates the same rows (one submission per student and assignment,
 one grade per cell), never adds new ones, and keeps manual scores: a cell with
-a manual score is flagged for review, as nbgrader does.
+a manual score whose automatic score changed is flagged for review. The late
+penalty is set as nbgrader's `AssignLatePenalties` sets it (`assign_late_penalty`),
+and a check dropped or re-weighted in the course configuration gets its new
+maximum in its grade cell, so `nbgrader export` gives the runner's scores.
 
 The check cells in the autograded notebook come from the *release* notebook,
 so they hold no hidden test at all: feedback generated from them cannot show
@@ -84,6 +87,9 @@ class ClearHiddenTracebacks(Preprocessor):
                     if output.get("output_type") == "error":
                         output["traceback"] = scrub_traceback(output.get("traceback", []), hidden)
         return cell, resources
+
+
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 class GradebookError(Exception):
@@ -225,7 +231,7 @@ def autograded_notebook(result: SubmissionResult, submitted: Path | None, rel):
         seen.add(gid)
 
     by_id = {c.grade_id: c for c in result.checks}
-    ran = result.status == "graded"
+    ran = result.ran
     for cell in cells:
         check = by_id.get(_nbgrader_meta(cell).get("grade_id"))
         if check is not None and cell.cell_type == "code":
@@ -254,12 +260,21 @@ def _solution_unchanged(nb, gid: str) -> bool:
 
 
 def write_gradebook(results: list[SubmissionResult], *, db_url: str, course: Path,
-                    submissions: Path | None = None) -> dict:
+                    submissions: Path | None = None, config=None) -> dict:
     """Record `results` (one assignment or several) in the gradebook and write the autograded notebooks.
+
+    `results` carry the term's points (`CourseConfig.adjust`): a dropped or re-weighted check's
+    grade cell gets its new maximum. `config` (a CourseConfig) gives the late-penalty plugin and
+    the due dates the gradebook lacks. Without `submissions`, only the scores are written (the
+    autograded notebooks already there stay): what `report --gradebook` does after a change of
+    points or due date.
 
     Returns counts (students added, submissions added, grades written) and where the autograded
     notebooks went.
     """
+    from autograder.course_config import CourseConfig
+
+    config = config or CourseConfig.load(course)
     coursedir = course_directory(course)
     counts = {"students_added": 0, "submissions_added": 0, "grades": 0}
     by_stem: dict[str, list[SubmissionResult]] = {}
@@ -272,14 +287,44 @@ def write_gradebook(results: list[SubmissionResult], *, db_url: str, course: Pat
             # nbgrader's add_submission makes SQLAlchemy warn (as under `nbgrader autograde`); nothing is lost
             warnings.filterwarnings("ignore", message=r".*not in session.*")
             solution_ids = [c.name for c in gb.find_notebook(stem, stem).solution_cells]
+            _set_assignment(gb, stem, rs, config)
             for r in sorted(rs, key=lambda r: r.student_id):
-                _record(gb, r, coursedir, release, solution_ids, submissions, counts)
+                _record(gb, r, coursedir, release, solution_ids, submissions, counts, config)
     counts["autograded"] = coursedir.format_path(coursedir.autograded_directory, "*", "*")
     return counts
 
 
+def _set_assignment(gb, stem: str, rs: list[SubmissionResult], config) -> None:
+    """The assignment's due date (from the course configuration when the gradebook has none) and its
+    grade cells' maxima (a check dropped or re-weighted in the course configuration)."""
+    assignment = gb.find_assignment(stem)
+    due = config.duedate(stem)
+    if assignment.duedate is None and due is not None:
+        assignment.duedate = due
+    maxima = {c.grade_id: c.max_points for r in rs for c in r.checks}
+    for gid, max_points in maxima.items():
+        cell = gb.find_grade_cell(gid, stem, stem)
+        if cell.max_score != max_points:
+            cell.max_score = max_points
+    gb.db.commit()
+
+
+def assign_late_penalty(gb, stem: str, student_id: str, config) -> float | None:
+    """What nbgrader's AssignLatePenalties does after autograding one notebook, for this runner:
+    reset the penalty; when the submission is late, the plugin's penalty on the notebook's score
+    (manual scores included), clamped to 0 .. score."""
+    submission = gb.find_submission(stem, student_id)
+    notebook = gb.find_submission_notebook(stem, stem, student_id)
+    notebook.late_submission_penalty = None
+    if submission.total_seconds_late > 0:
+        notebook.late_submission_penalty = config.late_penalty(student_id, notebook.score,
+                                                               submission.total_seconds_late)
+    gb.db.commit()
+    return notebook.late_submission_penalty
+
+
 def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str],
-            submissions: Path | None, counts: dict) -> None:
+            submissions: Path | None, counts: dict, config) -> None:
     """One student's submission, grades and comments in the gradebook; their autograded notebook on disk."""
     import nbformat
     from nbgrader.api import MissingEntry
@@ -296,17 +341,33 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
         gb.find_submission(stem, r.student_id)
     except MissingEntry:
         counts["submissions_added"] += 1
+    from autograder.course_config import parse_time
+
     stamp = coursedir.get_existing_timestamp(str(folder)) if folder is not None else None
+    stamp = stamp or parse_time(r.timestamp)  # timestamp.txt, as read when it was graded
     gb.update_or_create_submission(stem, r.student_id, **({"timestamp": stamp} if stamp else {}))
     nb = autograded_notebook(r, submitted if submitted and submitted.is_file() else None, release)
     for check in r.checks:
         grade = gb.find_grade(check.grade_id, stem, stem, r.student_id)
+        if grade.manual_score is not None and grade.auto_score != check.points:
+            grade.needs_manual_grade = True  # a grader's score stays; flagged for review when the code's changed
+        elif grade.manual_score is None:
+            grade.needs_manual_grade = False
         grade.auto_score = check.points
-        grade.needs_manual_grade = grade.manual_score is not None  # a grader's score stays; flag for review
         counts["grades"] += 1
     for gid in solution_ids:
         comment = gb.find_comment(gid, stem, stem, r.student_id)
         comment.auto_comment = "No response." if _solution_unchanged(nb, gid) else None
     gb.db.commit()
+    assign_late_penalty(gb, stem, r.student_id, config)
     dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
-    atomic_write(dest, nbformat.writes(nb))
+    if submissions is not None or not dest.is_file():
+        atomic_write(dest, nbformat.writes(nb))
+    # What nbgrader's exchange left with the submission, copied as `nbgrader autograde` copies it:
+    # generate_feedback and release_feedback need both files.
+    for name in EXCHANGE_FILES:
+        src = folder / name if folder is not None else None
+        if src is not None and src.is_file():
+            atomic_write(dest.parent / name, src.read_text(encoding="utf-8", errors="replace"))
+        elif name == "timestamp.txt" and r.timestamp:
+            atomic_write(dest.parent / name, r.timestamp)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import stat
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,9 @@ from autograder.notebook import NotebookError, locked_cells, read_cells, restore
 from autograder.probes import run_probe
 from autograder.problems import Problem
 from autograder.reference import check_points, reference_namespace, visible_tests
+from autograder.progress import Progress
+from autograder.results import CheckResult, SubmissionResult, conclude, score_of, write_grades_csv, write_result
 from autograder.source_scan import scan as scan_source
-from autograder.results import CheckResult, SubmissionResult, score_of, write_grades_csv, write_result
 from autograder.sandbox import Limits, RemoteError, SandboxedSubmission, Unproxyable, ZygoteHandle, secret_paths
 from autograder.sandbox.remote import RemoteFunction, check_proxyable
 from autograder.torchstate import pin_torch_flags
@@ -239,7 +238,7 @@ def find_notebook(folder: Path, stem: str) -> tuple[Path | None, list[Problem]]:
     if not notebooks:
         return None, problems + [Problem("missing", f"no notebook in {stem}/ (expected {stem}.ipynb)")]
     chosen = max(notebooks, key=lambda p: (os.lstat(p).st_mtime, p.name))
-    problems.append(Problem("notebook", f"no {stem}.ipynb; graded {chosen.name} instead (the newest notebook)"
+    problems.append(Problem("renamed", f"no {stem}.ipynb; graded {chosen.name} instead (the newest notebook)"
                             + (f"; ignored: {', '.join(n for n in others if n != chosen.name)}"
                                if len(others) > 1 else "")))
     return chosen, problems
@@ -344,9 +343,7 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
         if zygote is not None:
             start_zygote(grader, zygote=zygote)
         jobs = max(1, jobs or os.cpu_count() or 1)
-        show = sys.stderr.isatty() if progress is None else progress
         results: list[SubmissionResult] = []
-        start = time.monotonic()
 
         def one(student: str) -> SubmissionResult:
             try:
@@ -355,6 +352,7 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
             except Exception as exc:  # noqa: BLE001 - the grader's own failure is this student's result
                 res = grader_error(grader, student, "grading", exc)
             try:
+                conclude(res, Path(submissions) / student / stem)  # its status, from its problems; its timestamp
                 write_result(out, res)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the run goes on
                 res = grader_error(grader, student, "recording", exc)
@@ -364,15 +362,12 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
                     pass
             return res
 
+        meter = Progress(stem, len(mine), show=progress)  # a bar on a terminal, lines in a log; the summary
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for k, res in enumerate(pool.map(one, mine), 1):
+            for res in pool.map(meter.timed(one), mine):
                 results.append(res)
-                if show:
-                    bar = "#" * (30 * k // max(len(mine), 1))
-                    sys.stderr.write(f"\r{stem} [{bar:<30}] {k}/{len(mine)} {time.monotonic() - start:5.1f}s")
-                    sys.stderr.flush()
-        if show:
-            sys.stderr.write("\n")
+                meter.done(res)
+        meter.close()
     finally:
         if zygote is not None:
             zygote.close()

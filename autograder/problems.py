@@ -20,7 +20,8 @@ KINDS = {
     "syntax-error": "a cell is not valid Python",
     "error": "raised an error",
     "unanswered": "not answered (NotImplementedError)",
-    "notebook": "notebook renamed, extra notebooks or cells changed",
+    "renamed": "notebook renamed (another notebook graded in its place)",
+    "notebook": "extra notebooks, or cells deleted, duplicated or changed",
     "suspected": "the source names a forbidden function or a way around the call watch (no points taken)",
 }
 

@@ -9,6 +9,7 @@ reference solution: neither is in the results.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -46,7 +47,29 @@ def explain(message: str) -> str | None:
     return None
 
 
+_EMPTY_WHERE = re.compile(r":\s*\(cell\s+(\d+), line (\d+)\)")  # "NotImplementedError:  (cell 5, line 9)"
+_WHERE = re.compile(r"\(cell\s+(\d+), line (\d+)\)")
+_TEST_LINE = re.compile(r"your code raised at line (\d+): (.*?) \(cell (\d+), line (\d+)\)")
+
+
+def tidy(message: str) -> str:
+    """A message as a person reads it: one space before "(cell N, line M)", no colon before it when the
+    error says nothing more, and the student's line first when a visible test's line is also given."""
+    text = _EMPTY_WHERE.sub(r" (cell \1, line \2)", message)
+    text = _WHERE.sub(r"(cell \1, line \2)", text)
+    return _TEST_LINE.sub(r"your code raised \2 in cell \3, line \4 (called by line \1 of the check's tests)", text)
+
+
+def every_failing_case(error: str) -> str:
+    """'Every failing case raised X', or, for what is not an exception (a time-out), 'On every failing case, X'."""
+    if error.startswith(("your code", "did not finish")):
+        return f"On every failing case, {error}"
+    return f"Every failing case raised {error}"
+
+
 def mark(result: CheckResult) -> str:
+    if result.max_points == 0 and result.adjusted:
+        return "DROPPED"
     if result.total and result.passed == result.total and result.points == result.max_points:
         return "PASS"
     return "FAIL" if result.points == 0 else "PARTIAL"
@@ -76,11 +99,11 @@ def _short(text: str, lines: int = NOTE_LINES, width: int = 300) -> str:
 
 def view_check(result: CheckResult) -> CheckView:
     failed = [v for v in result.cases if not v.passed]
-    error = _short(result.error) if result.error else None
+    error = tidy(_short(result.error)) if result.error else None
     shown = [] if error else failed[:MAX_FAILURES_SHOWN]
     counts = Counter((v.mistake, v.hint) for v in failed if v.mistake and v.hint)
     return CheckView(
-        result, mark(result), _short(result.note) if result.note else None, error, shown,
+        result, mark(result), tidy(_short(result.note)) if result.note else None, error, shown,
         0 if error else len(failed) - len(shown),
         [(m, h, n) for (m, h), n in counts.most_common()],
     )
@@ -96,13 +119,16 @@ def render_check(result: CheckResult, *, ran: bool = True) -> str:
     """One check as text; `ran=False` (nothing could be run) gives only its line."""
     v = view_check(result)
     r = v.result
-    lines = [f"[{v.mark}] {r.name}: {r.points:g}/{r.max_points:g} points ({r.passed} of {r.total} cases passed)"]
+    lines = [f"[{v.mark}] {r.name}: {r.points:g}/{r.max_points:g} "
+             f"{'point' if r.max_points == 1 else 'points'} ({r.passed} of {r.total} cases passed)"]
+    if r.adjusted:
+        lines.append(f"  Changed by your instructor: {r.adjusted}")
     if not ran:
-        return lines[0]
+        return "\n".join(lines)
     if v.note:
         lines.append("  Note: " + v.note.replace("\n", "\n        "))
     if v.error:
-        lines.append(f"  Every failing case raised {v.error}")
+        lines.append(f"  {every_failing_case(v.error)}")
     for case in v.failures:
         if case.expected is not None:
             want = f"expected {case.output}:"
@@ -113,7 +139,7 @@ def render_check(result: CheckResult, *, ran: bool = True) -> str:
             if detail:
                 lines.append(f"      ({detail[:240]})")
         else:
-            lines.append(f"  Failed on {case.label}: {case.message}")
+            lines.append(f"  Failed on {case.label}: {tidy(case.message)}")
     if v.more:
         lines.append(f"  ... and {v.more} more failing cases")
     if v.advice:
@@ -123,26 +149,33 @@ def render_check(result: CheckResult, *, ran: bool = True) -> str:
     return "\n".join(lines)
 
 
-def render_header(result: SubmissionResult) -> str:
-    """Who, the score, and the problems of the run, each explained."""
+def render_header(result: SubmissionResult, standing=None) -> str:
+    """Who, the score (the settled one, scores.Standing, when given: late penalty, manual scores), and
+    the problems of the run, each explained."""
+    score, max_score = (standing.score, standing.max_score) if standing is not None else (result.score,
+                                                                                          result.max_score)
     lines = [f"{result.assignment}: feedback for {result.student_id}",
-             f"Score: {result.score:g}/{result.max_score:g} points"]
+             f"Score: {score:g}/{max_score:g} points"]
+    if standing is not None and standing.late:
+        lines.append(f"Late: {standing.late_text()}; {standing.raw_score:g} before the penalty")
     if result.notebook:
         lines.append(f"Notebook graded: {result.notebook}")
     if result.problems:
         lines.append("")
         lines.append("Problems while running your notebook:")
         for p in result.problems:
-            lines.append(f"  - {p}")
+            lines.append(f"  - {tidy(p)}")
             advice = explain(p)
             if advice:
                 lines.append(f"    What this means: {advice}")
     return "\n".join(lines)
 
 
-def render_submission(result: SubmissionResult) -> str:
-    lines = [render_header(result), ""]
-    if result.status != "graded":
+def render_submission(result: SubmissionResult, standing=None) -> str:
+    if standing is not None:
+        result = standing.result
+    lines = [render_header(result, standing), ""]
+    if not result.ran:
         lines.append("Nothing in the notebook could be run, so every check scores 0:")
-    lines.extend(render_check(c, ran=result.status == "graded") + "\n" for c in result.checks)
+    lines.extend(render_check(c, ran=result.ran) + "\n" for c in result.checks)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,8 +1,10 @@
-"""Results of a grading run, and the files it writes.
+"""Results of a grading run, their status, and the files a run writes.
 
 OUT/results/<stem>/<student_id>.json   one student's per-check results (shards write disjoint files)
-OUT/grades.csv                         student_id,assignment,score,max_score,status (rebuilt from results/)
-OUT/lms_grades.csv                     student_id,<stem>...,total: one row per student (rebuilt from results/)
+OUT/grades.csv                         student_id,assignment,score,max_score,status: the final scores
+                                       (scores.py: course configuration, late penalties, the gradebook's
+                                       manual scores), rebuilt by every `grade` and `report`
+OUT/canvas_grades.csv, moodle_grades.csv, lms_report.csv   the LMS exports (lms.py)
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class CheckResult:
     cases: list[CaseVerdict] = field(default_factory=list)
     note: str | None = None  # e.g. the visible tests in the check cell failed
     note_kind: str | None = None  # the note's problem kind (autograder.problems.KINDS)
+    adjusted: str | None = None  # the instructor changed its points: dropped, re-weighted, a manual score
 
     @property
     def hints(self) -> list[str]:
@@ -65,8 +68,14 @@ class SubmissionResult:
     notebook: str | None
     checks: list[CheckResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # what the instructor and student should know
-    status: str = "graded"  # graded | unreadable | missing | grader-error
+    status: str = "graded"  # a key of STATUSES, set by `conclude` from the problems' kinds
     max_score: float = 0.0
+    timestamp: str | None = None  # the submission's timestamp.txt (nbgrader collect writes it), as written
+
+    @property
+    def ran(self) -> bool:
+        """Whether any of the notebook could be run (a missing or unreadable notebook: nothing was)."""
+        return not any(p.kind in NOT_RUN for p in self.problems) and self.status not in NOT_RUN
 
     @property
     def score(self) -> float:
@@ -83,20 +92,22 @@ class SubmissionResult:
                   for c in d.get("checks", [])]
         return cls(d["student_id"], d["assignment"], d.get("notebook"), checks,
                    [Problem.from_json(p) for p in d.get("problems", [])],
-                   d.get("status", "graded"), float(d.get("max_score", 0.0)))
+                   d.get("status", "graded"), float(d.get("max_score", 0.0)), d.get("timestamp"))
 
     def troubles(self) -> list[tuple[str, str]]:
         """(kind, what) for everything that went wrong beyond wrong answers, kind from PROBLEM_KINDS:
         the problems of the run, then the checks whose every failing case raised (grouped by error)."""
         found = [(p.kind, str(p)) for p in self.problems]
-        if self.status != "graded":
+        if not self.ran:
             return found
         by_error: dict[tuple[str, str], list[str]] = {}
         for c in self.checks:
             if c.error:
                 where = re.compile(r"\s*\(cell\s+\d+, line \d+\)\s*$")  # the same error in several cells
                 error = where.sub("", c.error.splitlines()[0])
-                kind = "unanswered" if error.startswith("NotImplementedError") else "error"
+                kind = ("unanswered" if error.startswith("NotImplementedError") else
+                        "timeout" if "did not finish within" in error else
+                        "crash" if "ended the process" in error or "was killed" in error else "error")
                 by_error.setdefault((kind, error), []).append(c.name)
             elif c.note and c.note_kind == "timeout":
                 by_error.setdefault(("timeout", c.note), []).append(c.name)
@@ -116,6 +127,45 @@ class SubmissionResult:
 
 # What can go wrong with a submission besides wrong answers, from worst to mildest.
 PROBLEM_KINDS = KINDS
+
+# A submission's status: what happened to it, in a word, for grades.csv, the LMS report and the class
+# report. The first status whose problem kind the result has wins (the order is KINDS's, worst first).
+STATUSES = {
+    "grader-error": "the grader itself failed on this submission (not the student's fault): grade it again",
+    "unreadable": "the notebook could not be read: nothing was run, every check scores 0",
+    "missing": "no notebook was submitted: every check scores 0",
+    "timed-out": "some code ran past its time limit: graded without it",
+    "crashed": "the student's code ended or broke the process running it: graded with what was answered",
+    "syntax-error": "a cell is not valid Python: graded without it",
+    "renamed": "the notebook was renamed: another notebook was graded in its place",
+    "graded": "graded",
+}
+STATUS_OF_KIND = {"grader-error": "grader-error", "unreadable": "unreadable", "missing": "missing",
+                  "timeout": "timed-out", "crash": "crashed", "syntax-error": "syntax-error", "renamed": "renamed"}
+NOT_RUN = ("grader-error", "unreadable", "missing")
+
+
+def status_of(result: SubmissionResult) -> str:
+    """The status of `result`, from the kinds of its problems (and of its checks' errors)."""
+    kinds = {kind for kind, _ in result.troubles()}
+    return next((STATUS_OF_KIND[k] for k in KINDS if k in kinds and k in STATUS_OF_KIND), "graded")
+
+
+def read_timestamp(folder: Path) -> str | None:
+    """The submission's `timestamp.txt` as `nbgrader collect` writes it (None when there is none)."""
+    path = Path(folder) / "timestamp.txt"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text[:100] or None
+
+
+def conclude(result: SubmissionResult, folder: Path) -> SubmissionResult:
+    """Where a result is recorded: its status from its problems, and the submission's timestamp."""
+    result.status = status_of(result)
+    result.timestamp = read_timestamp(folder)
+    return result
 
 
 def score_of(passed: int, total: int, max_points: float) -> float:
@@ -158,37 +208,23 @@ def load_results(out: Path, assignment: str | None = None) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))]
 
 
-def write_grades_csv(out: Path) -> Path:
-    """Rebuild OUT/grades.csv from every result under OUT/results (merges shards)."""
-    rows = load_results(out)
-    rows.sort(key=lambda r: (r["student_id"], r["assignment"]))
+def write_grades_csv(out: Path, standings=None) -> Path:
+    """OUT/grades.csv: one row per student and assignment, the final score (scores.Standing).
+
+    Without `standings`, the scores of the results under OUT/results as graded (merges shards);
+    `python -m autograder report` and `grade` pass the settled standings (course configuration,
+    late penalties, the gradebook's manual scores), so the file agrees with `nbgrader export`.
+    """
+    if standings is None:
+        rows = [(r["student_id"], r["assignment"], r["score"], r["max_score"], r["status"]) for r in load_results(out)]
+    else:
+        rows = [(s.student_id, s.assignment, s.score, s.max_score, s.status) for s in standings]
+    rows.sort(key=lambda r: (r[0], r[1]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["student_id", "assignment", "score", "max_score", "status"])
-    for r in rows:
-        w.writerow([r["student_id"], r["assignment"], f"{r['score']:g}", f"{r['max_score']:g}", r["status"]])
+    for student, stem, score, max_score, status in rows:
+        w.writerow([student, stem, f"{score:g}", f"{max_score:g}", status])
     path = Path(out) / "grades.csv"
-    atomic_write(path, buf.getvalue())
-    return path
-
-
-def write_lms_csv(out: Path) -> Path:
-    """OUT/lms_grades.csv: one row per student, one column per assignment graded into OUT, then the total.
-
-    A student with no result for an assignment gets an empty cell there (not
-    graded) and the total of what was graded. Maximum scores are in grades.csv.
-    """
-    stems = graded_stems(out)
-    scores: dict[str, dict[str, float]] = {}
-    for r in load_results(out):
-        scores.setdefault(r["student_id"], {})[r["assignment"]] = r["score"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student_id", *stems, "total"])
-    for student in sorted(scores):
-        mine = scores[student]
-        w.writerow([student, *(f"{mine[s]:g}" if s in mine else "" for s in stems),
-                    f"{round(sum(mine.values()), 2):g}"])
-    path = Path(out) / "lms_grades.csv"
     atomic_write(path, buf.getvalue())
     return path

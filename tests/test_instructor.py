@@ -199,7 +199,7 @@ def test_feedback_names_each_mistake_and_error(course):
     out = course["out"]
     fb = {s: (out / "feedback" / s / f"{STEM}.txt").read_text() for s in STUDENTS}
     html_fb = {s: _text(out / "feedback" / s / f"{STEM}.html") for s in STUDENTS}
-    assert "[PASS] l1_loss: 1/1 points" in fb["perfect"] and "FAIL" not in fb["perfect"]
+    assert "[PASS] l1_loss: 1/1 point (" in fb["perfect"] and "FAIL" not in fb["perfect"]
     # the first grading's feedback for `wrong` was replaced by the regrade's
     assert "Score: 15/16 points" in fb["wrong"] and "[PASS] l1_loss" in fb["wrong"]
     assert "reduction='none' returns the loss of every element" in fb["wrong"]  # the hint of mse_loss's mistake
@@ -244,24 +244,13 @@ def test_report_has_the_plots_and_the_students_who_errored(course):
     assert "perfect" not in troubles and "wrong" not in troubles
 
 
-def test_lms_csv_has_a_row_per_student_and_a_column_per_assignment(tmp_path):
-    from autograder.results import CheckResult, SubmissionResult, write_lms_csv, write_result
-
-    for stem, scores in (("losses", {"ann": 16, "bob": 7.5}), ("tensors", {"ann": 3, "cid": 10})):
-        for student, score in scores.items():
-            write_result(tmp_path, SubmissionResult(student, stem, f"{stem}.ipynb",
-                                                    [CheckResult("c", "check_c", score, 20, 1, 1)], max_score=20))
-    rows = write_lms_csv(tmp_path).read_text().splitlines()
-    assert rows == ["student_id,losses,tensors,total", "ann,16,3,19", "bob,7.5,,7.5", "cid,,10,10"]
-
-
 def test_report_command_rebuilds_the_outputs_from_results(course, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(course["out"] / "results", out / "results")
     assert main(["report", "--out", str(out)]) == 0
     assert (out / "grades.csv").read_text() == (course["out"] / "grades.csv").read_text()
-    assert (out / "lms_grades.csv").read_text().splitlines()[0] == f"student_id,{STEM},total"
-    assert len((out / "lms_grades.csv").read_text().splitlines()) == 1 + len(STUDENTS)
+    canvas = (out / "canvas_grades.csv").read_text().splitlines()
+    assert canvas[0] == f"Student,ID,SIS User ID,SIS Login ID,Section,{STEM}" and len(canvas) == 2 + len(STUDENTS)
     assert sorted(p.parent.name for p in (out / "feedback").glob(f"*/{STEM}.html")) == sorted(STUDENTS)
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
@@ -297,3 +286,23 @@ def test_nbgrader_autograde_feedback_hides_hidden_tests_in_tracebacks(tmp_path):
     hidden, _ = _secrets()
     assert "check_close(l1_loss(x, y, reduction=r)" in page  # the failing visible test is shown
     assert not [ln for ln in hidden if ln in page]
+
+
+def test_status_says_what_happened_to_each_submission(course):
+    with (course["out"] / "grades.csv").open() as f:
+        status = {row["student_id"]: row["status"] for row in csv.DictReader(f)}
+    assert status == {"perfect": "graded", "wrong": "graded", "syntax_error": "syntax-error", "hangs": "timed-out",
+                      "broken_json": "unreadable", "deleted_cell": "graded", "raises": "graded",
+                      "untouched": "graded"}
+    with (course["out"] / "lms_report.csv").open() as f:
+        assert {row["student_id"]: row["status"] for row in csv.DictReader(f)} == status
+
+
+def test_feedback_wording_has_no_double_space_or_raised_time_out(course):
+    for student in STUDENTS:
+        text = (course["out"] / "feedback" / student / f"{STEM}.txt").read_text()
+        assert "(cell  " not in text and ":  (" not in text and "raised your code" not in text, student
+        assert not re.search(r"at line \d+: \w+Error.*\(cell \d+, line \d+\)", text), student
+    text = (course["out"] / "feedback" / "untouched" / f"{STEM}.txt").read_text()
+    assert re.search(r"your code raised NotImplementedError in cell \d+, line \d+ \(called by line \d+ of the "
+                     r"check's tests\)", text)

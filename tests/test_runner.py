@@ -143,6 +143,24 @@ def test_shards_merge_into_one_grades_csv(tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["a", "b", "c"]
 
 
+def _bind_a_mistake(stem: str, check: str, mistake: str, target: str) -> str:
+    """A last cell that binds `target` to a known mistake's code. The child cannot import the
+    grader's catalogue (it holds no correct code), so the cell brings the chapter's source with it,
+    as a student copying it would."""
+    package = Path(__import__("autograder").__file__).parent
+    chapter = (package / "chapters" / f"{stem}.py").read_text()
+    library = (package / "mistakes" / "optimizers.py").read_text()
+    return ("import sys, types\n"
+            "try:\n    import autograder.mistakes.optimizers\nexcept ImportError:\n"
+            "    _lib = types.ModuleType('autograder.mistakes.optimizers')\n"
+            "    sys.modules[_lib.__name__] = _lib\n"
+            f"    exec(compile({library!r}, 'optimizers.py', 'exec'), _lib.__dict__)\n"
+            f"_copy = types.ModuleType('_copy_of_{stem}')\nsys.modules[_copy.__name__] = _copy\n"
+            f"exec(compile({chapter!r}, '{stem}.py', 'exec'), _copy.__dict__)\n"
+            f"{target} = [m for c in _copy.CHECKS if c.name == {check!r} for m in c.mistakes"
+            f" if m.name == {mistake!r}][0].impl\n")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", ALL_STEMS)
 def test_the_sandbox_and_a_kernel_agree_on_every_catalogued_mistake(stem, tmp_path):
@@ -155,8 +173,7 @@ def test_the_sandbox_and_a_kernel_agree_on_every_catalogued_mistake(stem, tmp_pa
     subs = tmp_path / "submitted"
     for name, check in load_checks(stem).items():
         for m in check.mistakes:
-            bind = (f"from autograder.checks import load_checks as _lc\n{check.target} = "
-                    f"[m for m in _lc({stem!r})[{name!r}].mistakes if m.name == {m.name!r}][0].impl")
+            bind = _bind_a_mistake(stem, name, m.name, check.target)
             nb = json.loads(source_notebook(stem).read_text())
             nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
                                 "source": bind})

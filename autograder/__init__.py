@@ -18,6 +18,7 @@ data flow and the trust boundary):
     torchstate.py   torch's global state: pin the flags, snapshot, restore
     tolerance.py    the tolerance policy, written down once
     compare.py      decide one case: shape, dtype, device, values; match known mistakes
+    source_scan.py  a look at the submission's source for what the runtime call watch may not see
     grading.py      grade one submission (locate, read, sanitize, execute, decide, record), then a class
     problems.py     what went wrong besides wrong answers, as data (kind and text)
     text.py         text from a submission made safe for any file
@@ -31,6 +32,7 @@ data flow and the trust boundary):
     gradebook.py    nbgrader's gradebook and autograded notebooks
     lms.py          Canvas's and Moodle's import files, the companion report, the student-id mapping
     publish.py      the public student repository: the built book and the released notebooks, scanned for secrets
+    catalogue.py    the common-mistakes box of a chapter page, drawn from its checks' catalogue
     inline.py       the entry point of the hidden check cells under `nbgrader autograde`
     release.py      regenerate exercises/ from solutions/ with nbgrader
     cli.py          the thin command line: `python -m autograder ...`

@@ -151,7 +151,7 @@ def describe_exception(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     # The last frame in the student's code is the one they can act on.
     user = [f for f in frames if f.filename.startswith("<cell")]
-    where = f" (cell {user[-1].filename[5:-1]}, line {user[-1].lineno})" if user else ""
+    where = f" (cell {user[-1].filename[6:-1]}, line {user[-1].lineno})" if user else ""
     text = f"{type(exc).__name__}: {exc}"
     return (text[:1500] + " ...") if len(text) > 1500 else text + where
 

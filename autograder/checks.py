@@ -39,6 +39,10 @@ class Case:
     dtype: torch.dtype = torch.float32  # the floating dtype of the inputs
     compare: tuple[str, ...] | None = None  # output keys to compare (None: all)
     shape_only: bool = False  # a meta-device case: shape, dtype and device only
+    # a forward pass on a simulated CUDA device (probes/fake_cuda.py); shape_only as well
+    fake_cuda: bool = False
+    # the edge case this case grades ("zero", "extreme", ...: EDGES), which the statement must state
+    edge: str = ""
 
     def tensors(self) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
@@ -52,14 +56,8 @@ class Case:
         def conv(a):
             return map_nested(fn, a)
 
-        return Case(
-            self.label,
-            tuple(conv(a) for a in self.args),
-            {k: conv(v) for k, v in self.kwargs.items()},
-            self.dtype,
-            self.compare,
-            self.shape_only,
-        )
+        return replace(self, args=tuple(conv(a) for a in self.args),
+                       kwargs={k: conv(v) for k, v in self.kwargs.items()})
 
     def to(self, device: str | torch.device) -> "Case":
         return self.map_tensors(lambda t: t.to(device))
@@ -77,6 +75,14 @@ class Mistake:
     name: str
     hint: str
     impl: Any  # same signature as the graded object
+    # a combination: code that makes each of these catalogued mistakes at once. It is tried
+    # after every single mistake, and a match names each part's hint.
+    parts: tuple["Mistake", ...] = ()
+
+
+def combined(impl, *parts: Mistake) -> Mistake:
+    """The mistake of code that makes every one of `parts` (impl: such code)."""
+    return Mistake(" + ".join(m.name for m in parts), " ".join(m.hint for m in parts), impl, tuple(parts))
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Check:
     mistakes: tuple[Mistake, ...] = ()
     forbidden: tuple[str, ...] = ()  # torch functions (by __name__) it may not call
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
-    meta_case: bool = True  # also run on the meta device (catches a hard-coded CPU)
+    meta_case: bool = True  # also run on the meta device and a simulated CUDA device (a hard-coded CPU)
     description: str = ""
 
     @property
@@ -120,7 +126,20 @@ class Check:
                     shape_only=True,
                 )
             )
+            if torch.device(device).type == "cpu":  # without a GPU, a simulated one (probes/fake_cuda.py)
+                out.append(replace(first, label=FAKE_CUDA_LABEL, shape_only=True, fake_cuda=True, edge=""))
         return out
+
+
+FAKE_CUDA_LABEL = ("on a CUDA device, forward pass only (outputs must stay on the inputs' device: "
+                   "no .cpu(), no tensor made without device=input.device)")
+
+# The edge cases a case may grade (Case.edge), each with what the exercise's statement must say
+# about it (a regular expression; tests/test_statements.py holds every check to it).
+EDGES = {
+    "zero": r"(at|of|is|are|exactly|logits?|inputs?|input|x|z)\s*(=|of)?\s*(exactly\s*)?0\b|at zero|zero logits|kink",
+    "extreme": r"±\s*1000|1000",
+}
 
 
 def stable_seed(*parts: str) -> int:

@@ -149,11 +149,18 @@ def inconclusive_on_meta(error: str) -> bool:
     return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
 
 
+# What only a simulated CUDA device raises: no data (.item(), masks, nonzero, numpy), no CUDA
+# kernels (.cuda() of a CPU tensor, a module's .to()), no autograd (inference mode).
+_FAKE_ONLY = re.compile(r"DataDependentOutput|DynamicOutputShape|UnsupportedOperator|not linked with support for "
+                        r"cuda|Torch not compiled with CUDA|tensor subclass|fake|does not require grad|"
+                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense", re.IGNORECASE)
+
+
 def inconclusive_on_fake_cuda(error: str) -> bool:
-    """A simulated CUDA device has no data (.item(), masks, numpy), no CUDA kernels
-    (.cuda() of a CPU tensor) and no autograd: such an error says nothing about the
-    code. Only a device mismatch fails the case."""
-    return not _DEVICE_MISMATCH.search(error)
+    """A simulated CUDA device has no data, no CUDA kernels and no autograd: an error from
+    that says nothing about the code. Any other error (NotImplementedError, a wrong
+    shape) and every device mismatch fail the case."""
+    return bool(_FAKE_ONLY.search(error)) and not _DEVICE_MISMATCH.search(error)
 
 
 def decide_case(case: Case, student: Answer, reference: Answer,

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from autograder.checks import FAKE_CUDA_LABEL
 from tests.conftest import assert_reference_equals_oracle, assert_full_marks, checks_of, grade_impl, grader, reference
 
 STEM = "losses"
@@ -135,8 +136,9 @@ def test_hard_coded_cpu_tensor_fails_the_device_case():
 
     result = grade_impl(STEM, "l1_loss", on_cpu)
     meta = [v for v in result.cases if v.label.startswith("on the meta device")]
-    assert meta and not meta[0].passed
-    assert result.passed == result.total - 1
+    fake = [v for v in result.cases if v.label.startswith("on a CUDA device")]
+    assert meta and not meta[0].passed and fake and not fake[0].passed
+    assert result.passed == result.total - 2
 
 
 def test_wrong_dtype_output_is_reported():
@@ -149,5 +151,6 @@ def test_wrong_dtype_output_is_reported():
 def test_detached_output_loses_the_gradient_cases():
     ref = reference(STEM)["l1_loss"]
     result = grade_impl(STEM, "l1_loss", lambda input, target, reduction="mean": ref(input, target, reduction).detach())
-    assert result.points == 0
+    # every case fails but the simulated-CUDA one, a forward pass that grades the device only
+    assert result.passed == 1 and [v.label for v in result.cases if v.passed] == [FAKE_CUDA_LABEL]
     assert any("not differentiable" in v.message for v in result.cases)

@@ -94,7 +94,9 @@ class Check:
     mistakes: tuple[Mistake, ...] = ()
     forbidden: tuple[str, ...] = ()  # torch functions (by __name__) it may not call
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
-    meta_case: bool = True  # also run on the meta device and a simulated CUDA device (a hard-coded CPU)
+    meta_case: bool = True  # also run on the meta device (a hard-coded CPU)
+    # and on a simulated CUDA device without a GPU (code that moves to the CPU); None: as meta_case
+    fake_cuda_case: bool | None = None
     description: str = ""
 
     @property
@@ -112,8 +114,8 @@ class Check:
             gen = torch.Generator().manual_seed(stable_seed(self.name, str(dtype)))
             for case in self.make_cases(gen, device="cpu", dtype=dtype):
                 out.append(case.to(device))
+        first = out[0] if out else None
         if self.meta_case and out:
-            first = out[0]
             meta = first.to("meta")
             out.append(
                 Case(
@@ -126,8 +128,10 @@ class Check:
                     shape_only=True,
                 )
             )
-            if torch.device(device).type == "cpu":  # without a GPU, a simulated one (probes/fake_cuda.py)
-                out.append(replace(first, label=FAKE_CUDA_LABEL, shape_only=True, fake_cuda=True, edge=""))
+        fake = self.meta_case if self.fake_cuda_case is None else self.fake_cuda_case
+        if fake and first is not None and torch.device(device).type == "cpu":
+            # without a GPU, a simulated one (probes/fake_cuda.py)
+            out.append(replace(first, label=FAKE_CUDA_LABEL, shape_only=True, fake_cuda=True, edge=""))
         return out
 
 

@@ -115,6 +115,7 @@ def mistakes(cls, pairs, combos=()) -> tuple[Mistake, ...]:
 
 
 def optimizer_check(name: str, cls, settings, pairs, combos=(), **kw) -> Check:
+    kw.setdefault("fake_cuda_case", True)  # two steps on a simulated GPU: state made on the CPU fails
     return Check(name=name, target=name, make_cases=optimizer_cases(name, settings), probe=OptimizerProbe(),
                  mistakes=mistakes(cls, pairs, combos), forbidden=FORBIDDEN, meta_case=False, **kw)
 

@@ -94,6 +94,9 @@ class Check:
     mistakes: tuple[Mistake, ...] = ()
     forbidden: tuple[str, ...] = ()  # torch functions (by __name__) it may not call
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    # what the exercise's statement must say besides its forbidden names and edge cases (regular
+    # expressions, e.g. an error the check grades); tests/test_statements.py holds the notebook to it
+    stated: tuple[str, ...] = ()
     meta_case: bool = True  # also run on the meta device (a hard-coded CPU)
     # and on a simulated CUDA device without a GPU (code that moves to the CPU); None: as meta_case
     fake_cuda_case: bool | None = None

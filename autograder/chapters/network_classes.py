@@ -11,6 +11,7 @@ proves each check both ways.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -56,7 +57,23 @@ def _first_cases(gen, *, device, dtype):
         X = randn(gen, *batch, dtype=dtype, device=device)
         label = f"MyFirstNetwork{sizes} on {_batch_text(batch)} ({_dt(dtype)})"
         cases.append(module_case(label, args=sizes, weights=weights, inputs=[X], dtype=dtype))
+    sizes = (4, 8, 3)
+    weights = _zero_units(_linear_weights(gen, sizes, dtype=dtype, device=device))
+    X = randn(gen, 5, 4, dtype=dtype, device=device)
+    cases.append(replace(module_case(f"MyFirstNetwork{sizes} with half its hidden units zero-initialised: ReLU "
+                                     f"at exactly 0 ({_dt(dtype)})", args=sizes, weights=weights, inputs=[X],
+                                     dtype=dtype), edge="zero"))
     return cases
+
+
+def _zero_units(weights):
+    """The first layer's weights and biases with every other unit set to exactly 0, so that those
+    units' pre-activations are exactly 0 (where ReLU has a kink; torch's gradient there is 0)."""
+    w, b, *rest = weights
+    w, b = w.clone(), b.clone()
+    w[::2] = 0
+    b[::2] = 0
+    return [w, b, *rest]
 
 
 class _FirstNoSuper(nn.Module):
@@ -89,6 +106,16 @@ class _FirstReluAtEnd(nn.Module):
         return torch.relu(self.fc2(torch.relu(self.fc1(X))))
 
 
+class _FirstClampRelu(nn.Module):
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.fc1 = nn.Linear(input_size, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, X):
+        return self.fc2(self.fc1(X).clamp(min=0))
+
+
 class _FirstNoRelu(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
         super().__init__()
@@ -112,6 +139,9 @@ MY_FIRST_NETWORK = Check(
         Mistake("activation-not-applied", "Creating nn.ReLU() in __init__ is not enough: call it in forward, "
                 "between the two linear layers. Without it the two layers collapse into one linear map.",
                 _FirstNoRelu),
+        Mistake("relu-gradient-at-zero", "Where a hidden unit's input is exactly 0 (zero-initialised weights), "
+                "ReLU's gradient is 0, as torch's nn.ReLU and torch.relu give; clamp(min=0) passes a gradient of 1 "
+                "there. Use nn.ReLU.", _FirstClampRelu),
     ),
 )
 
@@ -129,6 +159,12 @@ def _mlp_cases(gen, *, device, dtype):
         act = f", activation=nn.{activation}" if activation else ""
         label = f"MLP({sizes}{act}) on {_batch_text(batch)} ({_dt(dtype)})"
         cases.append(module_case(label, args=(sizes,), init=init, weights=weights, inputs=[X], dtype=dtype))
+    sizes = [4, 6, 3]
+    weights = _zero_units(_linear_weights(gen, sizes, dtype=dtype, device=device))
+    X = randn(gen, 5, 4, dtype=dtype, device=device)
+    cases.append(replace(module_case(f"MLP({sizes}) with half its first hidden units zero-initialised: ReLU at "
+                                     f"exactly 0 ({_dt(dtype)})", args=(sizes,), weights=weights, inputs=[X],
+                                     dtype=dtype), edge="zero"))
     return cases
 
 

@@ -188,7 +188,7 @@ ADADELTA = optimizer_check("Adadelta", optim_bugs.BuggableAdadelta, [
     ("rho-swapped", "square_avg = rho * square_avg + (1 - rho) * g^2 (and the same for acc_delta): rho weighs "
      "the old average."),
 ), combos=[
-    ("lr-ignored", "no-eps-argument", "p-slice-update"), ("rho-swapped", "eps-outside-sqrt")])
+    ("lr-ignored", "p-slice-update"), ("rho-swapped", "eps-outside-sqrt")])
 
 ADAM = optimizer_check("Adam", optim_bugs.BuggableAdam, [
     setting("quadratic", lr=0.1),

@@ -4,7 +4,11 @@ Order of the questions, as torch.testing asks them: did it run, did it call
 a forbidden function, then for each output: is it a tensor, its shape, dtype,
 device, and only then its values (`torch.testing.assert_close` with the
 tolerance policy of tolerance.py). A failing case is matched against the
-known mistakes computed on the same inputs; a match names the mistake's hint.
+known mistakes computed on the same inputs (an error against a mistake that
+raises the same one), single mistakes first, then combinations of them
+(code with several bugs: a hint for each); a match names the hints. A
+device-only case (meta, simulated CUDA) fails device-bound code with
+DEVICE_HINT and calls errors only those devices raise inconclusive.
 """
 from __future__ import annotations
 

@@ -26,8 +26,7 @@ from typing import Any
 
 import torch
 
-# What a fake-CUDA case's error may say when it does not fail the case: anything but a
-# device mismatch (compare.inconclusive_on_fake_cuda decides).
+# Which errors there say nothing about the code: compare.inconclusive_on_fake_cuda.
 
 
 def fake_mode():

@@ -22,6 +22,7 @@ takes two steps, no autograd needed.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import torch
@@ -43,9 +44,16 @@ def is_fake(t: Any) -> bool:
 
 @contextlib.contextmanager
 def simulated_cuda():
-    """inference mode (no autograd graph, so no abort) and the fake tensor mode."""
-    with torch.inference_mode(), fake_mode() as mode:
-        yield mode
+    """inference mode (no autograd graph, so no abort) and the fake tensor mode, with torch's
+    fake-tensor logger silenced: it logs every op that fails (a device mismatch) to stderr
+    before raising, and under `nbgrader autograde` any stderr output scores the cell 0."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        with torch.inference_mode(), fake_mode() as mode:
+            yield mode
+    finally:
+        logger.disabled = disabled
 
 
 def run_on_fake_cuda(probe, impl, case, watch) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, randint, randn
 from autograder.probes import FunctionProbe
 from autograder.probes.module import ModuleProbe, module_case
@@ -137,6 +137,12 @@ SOFTMAX = Check(
                 lambda input, dim: torch.exp(input - input.amax(dim)) / torch.exp(input - input.amax(dim)).sum(dim)),
     ),
 )
+
+
+# code with two mistakes at once: a hint for each (checks.combined)
+SOFTMAX = replace(SOFTMAX, mistakes=SOFTMAX.mistakes + (combined(
+    lambda input, dim: torch.exp(input) / torch.exp(input).sum(-1, keepdim=True),
+    *(m for m in SOFTMAX.mistakes if m.name in ("no-max-subtracted", "last-dim-only"))),))
 
 
 # -- make_head: the final layer a task needs ----------------------------------------------

@@ -6,10 +6,12 @@ prove each check both ways (tests/chapters/test_losses.py).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
 
@@ -85,6 +87,11 @@ L1 = Check(
                                                                            target - input), reduction)),
     ),
 )
+
+# code with two mistakes at once: a hint for each (checks.combined)
+L1 = replace(L1, mistakes=L1.mistakes + (combined(
+    lambda input, target, reduction="mean": ((input - target) ** 2).sqrt().mean(),
+    *(m for m in L1.mistakes if m.name in ("sqrt-of-square", "ignores-reduction"))),))
 
 MSE = Check(
     name="mse_loss",

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes.module import ModuleProbe, OnModuleProbe, module_case
 
@@ -116,6 +116,11 @@ class _FirstClampRelu(nn.Module):
         return self.fc2(self.fc1(X).clamp(min=0))
 
 
+class _FirstClampReluAtEnd(_FirstClampRelu):
+    def forward(self, X):
+        return self.fc2(self.fc1(X).clamp(min=0)).clamp(min=0)
+
+
 class _FirstNoRelu(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
         super().__init__()
@@ -144,6 +149,12 @@ MY_FIRST_NETWORK = Check(
                 "there. Use nn.ReLU.", _FirstClampRelu),
     ),
 )
+
+
+# code with two mistakes at once: a hint for each (checks.combined)
+MY_FIRST_NETWORK = replace(MY_FIRST_NETWORK, mistakes=MY_FIRST_NETWORK.mistakes + (combined(
+    _FirstClampReluAtEnd,
+    *(m for m in MY_FIRST_NETWORK.mistakes if m.name in ("activation-after-last-layer", "relu-gradient-at-zero"))),))
 
 
 # -- MLP(sizes, activation) ---------------------------------------------------------------------

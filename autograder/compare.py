@@ -22,6 +22,7 @@ from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
 from autograder.probes.core import UPSTREAM
+from autograder.probes.fake_cuda import NOT_RUN, fake_only
 from autograder.tolerance import input_scale, tolerance
 
 
@@ -72,7 +73,9 @@ def _fmt(t: torch.Tensor, limit: int = 6) -> str:
 def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str | None,
                   want_device: str | None) -> str | None:
     """None when `got` matches `want`, else what differs, in words."""
-    if isinstance(want, torch.Tensor):
+    if isinstance(want, torch.Tensor) or isinstance(want, str) and want == NOT_RUN:
+        if (isinstance(got, str) and got == NOT_RUN) or isinstance(want, str):  # a simulated device did not run it
+            return None
         if isinstance(got, str) and got == NOT_DIFFERENTIABLE:
             return (f"{key}: your output is not differentiable with respect to it "
                     "(was it computed with .item(), numpy, .detach() or a new tensor?)")
@@ -153,29 +156,20 @@ def inconclusive_on_meta(error: str) -> bool:
     return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
 
 
-# What only a simulated CUDA device raises: no data (.item(), masks, nonzero, numpy), no CUDA
-# kernels (.cuda() of a CPU tensor, a module's .to()), no autograd (inference mode).
-_FAKE_ONLY = re.compile(r"DataDependentOutput|DynamicOutputShape|UnsupportedOperator|not linked with support for "
-                        r"cuda|Torch not compiled with CUDA|tensor subclass|fake|does not require grad|"
-                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense", re.IGNORECASE)
-
-
 def inconclusive_on_fake_cuda(error: str) -> bool:
     """A simulated CUDA device has no data, no CUDA kernels and no autograd: an error from
     that says nothing about the code. Any other error (NotImplementedError, a wrong
     shape) and every device mismatch fail the case."""
-    return bool(_FAKE_ONLY.search(error)) and not _DEVICE_MISMATCH.search(error)
+    return fake_only(error) and not _DEVICE_MISMATCH.search(error)
 
 
 def decide_case(case: Case, student: Answer, reference: Answer,
                 mistakes: list[tuple[Mistake, Answer]]) -> CaseVerdict:
     if student.error:
         err = student.error
-        if case.fake_cuda:
-            if inconclusive_on_fake_cuda(err):
-                return CaseVerdict(case.label, True, "inconclusive on a simulated CUDA device: " + err[:200])
-            return CaseVerdict(case.label, False, f"raised {err}", hint=DEVICE_HINT, mistake="device-bound")
-        if case.shape_only and inconclusive_on_meta(err):
+        if case.fake_cuda and inconclusive_on_fake_cuda(err):
+            return CaseVerdict(case.label, True, "inconclusive on a simulated CUDA device: " + err[:200])
+        if case.shape_only and not case.fake_cuda and inconclusive_on_meta(err):
             return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
         if case.shape_only and _DEVICE_MISMATCH.search(err):
             return CaseVerdict(case.label, False, f"raised {err}", hint=DEVICE_HINT, mistake="device-bound")

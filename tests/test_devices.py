@@ -70,9 +70,12 @@ FUNCTION_CHECKS = [pytest.param(stem, name, id=f"{stem}.{name}") for stem in ALL
 
 @pytest.mark.parametrize("stem,name", FUNCTION_CHECKS)
 def test_code_that_moves_to_the_cpu_loses_the_simulated_gpu_case(stem, name):
+    from autograder.probes.fake_cuda import NOT_RUN
+
     p = grader(stem).prepared[name]
-    if FAKE_CUDA_LABEL not in [c.label for c in p.cases]:
-        pytest.skip("the reference cannot run on the simulated device")
+    fake = [r for c, r in zip(p.cases, p.reference) if c.label == FAKE_CUDA_LABEL]
+    if not fake or NOT_RUN in fake[0].values.values():
+        pytest.skip("the reference cannot run on the simulated device (data-dependent code): inconclusive for all")
     result = grade_impl(stem, name, moved_to_cpu(reference(stem)[p.check.target]))
     verdict = fake_verdict(result)
     assert not verdict.passed and verdict.hint == DEVICE_HINT, verdict.message
@@ -127,14 +130,20 @@ def test_data_dependent_code_is_inconclusive_not_wrong():
         return out
 
     verdict = fake_verdict(grade_impl("losses", "l1_loss", with_item))
-    assert verdict.passed and verdict.message.startswith("inconclusive on a simulated CUDA device")
+    assert verdict.passed
 
 
-def test_a_stub_fails_the_simulated_gpu_case():
+def test_a_stub_a_detached_output_and_a_missing_backward_fail_the_simulated_gpu_case():
+    """The case runs its inputs in full on the CPU too (errors, forbidden calls, gradients), so
+    it gives no points for a device that an answer never gets right otherwise."""
     def stub(input, target, reduction="mean"):
         raise NotImplementedError()
 
-    assert not fake_verdict(grade_impl("losses", "l1_loss", stub)).passed
+    ref = reference("losses")["l1_loss"]
+    verdict = fake_verdict(grade_impl("losses", "l1_loss", stub))
+    assert not verdict.passed and verdict.hint != DEVICE_HINT
+    detached = fake_verdict(grade_impl("losses", "l1_loss", lambda i, t, reduction="mean": ref(i, t, reduction).detach()))
+    assert not detached.passed and "not differentiable" in detached.message
 
 
 def test_autograd_on_the_simulated_device_cannot_abort(tmp_path):

@@ -93,7 +93,7 @@ def to_wire(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     for key, v in values.items():
         if isinstance(v, torch.Tensor) and type(v) is not torch.Tensor and _is_fake(v):
             devices[key] = str(v.device)  # a simulated device's tensor: shape, dtype and device only
-            plain[key] = torch.empty(tuple(v.shape), dtype=v.dtype)
+            plain[key] = torch.zeros(tuple(v.shape), dtype=v.dtype)
         elif isinstance(v, torch.Tensor):
             t = v.detach()
             if type(t) is not torch.Tensor:

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any
 
 import torch
-
-# Which errors there say nothing about the code: compare.inconclusive_on_fake_cuda.
-
 
 def fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -56,10 +54,37 @@ def simulated_cuda():
         logger.disabled = disabled
 
 
+# What only a simulated CUDA device raises: no data (.item(), masks, nonzero, numpy), no CUDA
+# kernels (.cuda() of a CPU tensor, a module's .to()), no autograd (inference mode). Such an
+# error says nothing about the code; anything else (a device mismatch, NotImplementedError) does.
+_FAKE_ONLY = re.compile(r"DataDependentOutput|DynamicOutputShape|UnsupportedOperator|not linked with support for "
+                        r"cuda|Torch not compiled with CUDA|tensor subclass|fake|does not require grad|"
+                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense", re.IGNORECASE)
+_MISMATCH = re.compile(r"same device|two devices|expected device", re.IGNORECASE)
+NOT_RUN = "could not run on the simulated device (data-dependent code): not graded there"
+SUFFIX = " on a CUDA device"
+
+
+def fake_only(error: str) -> bool:
+    """An error only the simulated device raises (and not a device mismatch)."""
+    return bool(_FAKE_ONLY.search(error)) and not _MISMATCH.search(error)
+
+
 def run_on_fake_cuda(probe, impl, case, watch) -> dict[str, Any]:
-    """Run `probe` on `case` with every tensor replaced by a fake CUDA tensor of its
-    shape and dtype; return only the forward outputs the probe reports."""
-    with simulated_cuda():
-        fake = case.map_tensors(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cuda"))
-        values = getattr(probe, "run_fake", probe.run)(impl, fake, watch)
-    return {k: v for k, v in values.items() if not k.startswith("gradient")}
+    """The case in full on its own (CPU) tensors, as any case: errors, forbidden calls,
+    gradients; then its forward pass again with every tensor replaced by a fake CUDA tensor
+    of its shape and dtype, whose outputs are added as "<output> on a CUDA device" (their
+    device is what is compared). A device mismatch there raises; an error only a fake device
+    raises leaves those outputs NOT_RUN (inconclusive)."""
+    values = dict(probe.run(impl, case, watch))
+    try:
+        with simulated_cuda():
+            fake = case.map_tensors(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cuda"))
+            on_fake = getattr(probe, "run_fake", probe.run)(impl, fake, watch)
+    except Exception as exc:  # noqa: BLE001 - the error is a result, or says nothing
+        if not fake_only(f"{type(exc).__name__}: {exc}"):
+            raise
+        on_fake = None
+    for key in [k for k in values if not k.startswith("gradient")]:  # the same keys for every answer
+        values[key + SUFFIX] = NOT_RUN if on_fake is None else on_fake.get(key, NOT_RUN)
+    return values

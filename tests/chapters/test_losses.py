@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.checks import FAKE_CUDA_LABEL
 from tests.conftest import assert_reference_equals_oracle, assert_full_marks, checks_of, grade_impl, grader, reference
 
 STEM = "losses"
@@ -151,6 +150,5 @@ def test_wrong_dtype_output_is_reported():
 def test_detached_output_loses_the_gradient_cases():
     ref = reference(STEM)["l1_loss"]
     result = grade_impl(STEM, "l1_loss", lambda input, target, reduction="mean": ref(input, target, reduction).detach())
-    # every case fails but the simulated-CUDA one, a forward pass that grades the device only
-    assert result.passed == 1 and [v.label for v in result.cases if v.passed] == [FAKE_CUDA_LABEL]
+    assert result.points == 0
     assert any("not differentiable" in v.message for v in result.cases)

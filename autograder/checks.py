@@ -43,6 +43,10 @@ class Case:
     # (e.g. an accuracy on labels the student's code never sees), after the outputs named in
     # `compare` matched the reference's; None when it passes, else what is wrong, in words.
     judge: Any = None
+    # a forward pass on a simulated CUDA device (probes/fake_cuda.py); shape_only as well
+    fake_cuda: bool = False
+    # the edge case this case grades ("zero", "extreme", ...: EDGES), which the statement must state
+    edge: str = ""
 
     def tensors(self) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
@@ -75,6 +79,14 @@ class Mistake:
     name: str
     hint: str
     impl: Any  # same signature as the graded object
+    # a combination: code that makes each of these catalogued mistakes at once. It is tried
+    # after every single mistake, and a match names each part's hint.
+    parts: tuple["Mistake", ...] = ()
+
+
+def combined(impl, *parts: Mistake) -> Mistake:
+    """The mistake of code that makes every one of `parts` (impl: such code)."""
+    return Mistake(" + ".join(m.name for m in parts), " ".join(m.hint for m in parts), impl, tuple(parts))
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,12 @@ class Check:
     mistakes: tuple[Mistake, ...] = ()
     forbidden: tuple[str, ...] = ()  # torch functions (by __name__) it may not call
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
-    meta_case: bool = True  # also run on the meta device (catches a hard-coded CPU)
+    # what the exercise's statement must say besides its forbidden names and edge cases (regular
+    # expressions, e.g. an error the check grades); tests/test_statements.py holds the notebook to it
+    stated: tuple[str, ...] = ()
+    meta_case: bool = True  # also run on the meta device (a hard-coded CPU)
+    # and on a simulated CUDA device without a GPU (code that moves to the CPU); None: as meta_case
+    fake_cuda_case: bool | None = None
     description: str = ""
 
     @property
@@ -104,8 +121,8 @@ class Check:
             gen = torch.Generator().manual_seed(stable_seed(self.name, str(dtype)))
             for case in self.make_cases(gen, device="cpu", dtype=dtype):
                 out.append(case.to(device))
+        first = out[0] if out else None
         if self.meta_case and out:
-            first = out[0]
             meta = first.to("meta")
             out.append(
                 Case(
@@ -118,7 +135,22 @@ class Check:
                     shape_only=True,
                 )
             )
+        fake = self.meta_case if self.fake_cuda_case is None else self.fake_cuda_case
+        if fake and first is not None and torch.device(device).type == "cpu":
+            # without a GPU, a simulated one (probes/fake_cuda.py)
+            out.append(replace(first, label=FAKE_CUDA_LABEL, shape_only=True, fake_cuda=True, edge=""))
         return out
+
+
+FAKE_CUDA_LABEL = ("on a CUDA device, forward pass only (outputs must stay on the inputs' device: "
+                   "no .cpu(), no tensor made without device=input.device)")
+
+# The edge cases a case may grade (Case.edge), each with what the exercise's statement must say
+# about it (a regular expression; tests/test_statements.py holds every check to it).
+EDGES = {
+    "zero": r"(at|of|is|are|exactly|logits?|inputs?|input|x|z)\s*(=|of)?\s*(exactly\s*)?0\b|at zero|zero logits|kink",
+    "extreme": r"±\s*1000|1000",
+}
 
 
 def stable_seed(*parts: str) -> int:

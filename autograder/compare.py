@@ -4,7 +4,11 @@ Order of the questions, as torch.testing asks them: did it run, did it call
 a forbidden function, then for each output: is it a tensor, its shape, dtype,
 device, and only then its values (`torch.testing.assert_close` with the
 tolerance policy of tolerance.py). A failing case is matched against the
-known mistakes computed on the same inputs; a match names the mistake's hint.
+known mistakes computed on the same inputs (an error against a mistake that
+raises the same one), single mistakes first, then combinations of them
+(code with several bugs: a hint for each); a match names the hints. A
+device-only case (meta, simulated CUDA) fails device-bound code with
+DEVICE_HINT and calls errors only those devices raise inconclusive.
 
 An outcome case (`Case.judge`, e.g. the capstone's held-out accuracy) is
 decided by its judge, here in the grader, once the outputs it names in
@@ -22,8 +26,9 @@ import torch
 from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
-from autograder.probes.core import TAMPERED
-from autograder.tolerance import tolerance
+from autograder.probes.core import TAMPERED, UPSTREAM
+from autograder.probes.fake_cuda import NOT_RUN, fake_only
+from autograder.tolerance import input_scale, tolerance
 
 
 @dataclass
@@ -37,6 +42,15 @@ class CaseVerdict:
     output: str | None = None
     expected: str | None = None
     got: str | None = None
+    # code with several known mistakes at once: each one's name and hint (mistake/hint name the whole)
+    mistakes: list[str] | None = None
+    hints: list[str] | None = None
+
+    def matched(self) -> list[tuple[str, str]]:
+        """(mistake, hint) for each known mistake this case matched: one, or each part of a combination."""
+        if self.mistakes and self.hints:
+            return list(zip(self.mistakes, self.hints))
+        return [(self.mistake, self.hint)] if self.mistake and self.hint else []
 
 
 class Difference(str):
@@ -64,7 +78,9 @@ def _fmt(t: torch.Tensor, limit: int = 6) -> str:
 def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str | None,
                   want_device: str | None) -> str | None:
     """None when `got` matches `want`, else what differs, in words."""
-    if isinstance(want, torch.Tensor):
+    if isinstance(want, torch.Tensor) or isinstance(want, str) and want == NOT_RUN:
+        if (isinstance(got, str) and got == NOT_RUN) or isinstance(want, str):  # a simulated device did not run it
+            return None
         if isinstance(got, str) and got == NOT_DIFFERENTIABLE:
             return (f"{key}: your output is not differentiable with respect to it "
                     "(was it computed with .item(), numpy, .detach() or a new tensor?)")
@@ -83,7 +99,9 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
         if want.is_floating_point():
             finite = want[torch.isfinite(want)]
             scale = float(finite.abs().max()) if finite.numel() else 1.0
-            rtol, atol = tolerance(got.dtype, numel=case.numel(), scale=scale)
+            upstream = max(UPSTREAM) if key.startswith("gradient") else 0.0
+            rtol, atol = tolerance(got.dtype, numel=case.numel(), scale=scale,
+                                   inputs=input_scale(case.tensors(), upstream=upstream))
             got_cmp = got.double()
             want_cmp = want.double()
         else:
@@ -127,6 +145,10 @@ def compare_answers(student: Answer, reference: Answer, *, case: Case) -> str | 
     return None
 
 
+DEVICE_HINT = ("Keep every tensor on the inputs' device: make new tensors with device=input.device (or "
+               "torch.zeros_like(input)), never .cpu(), .numpy() or a tensor made without a device; the grader "
+               "runs your code on a GPU too.")
+
 # Messages torch gives when tensors on two devices meet (a hard-coded device).
 _DEVICE_MISMATCH = re.compile(r"same device|expected device|two devices|tensor on device|on device cpu",
                               re.IGNORECASE)
@@ -139,13 +161,25 @@ def inconclusive_on_meta(error: str) -> bool:
     return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
 
 
+def inconclusive_on_fake_cuda(error: str) -> bool:
+    """A simulated CUDA device has no data, no CUDA kernels and no autograd: an error from
+    that says nothing about the code. Any other error (NotImplementedError, a wrong
+    shape) and every device mismatch fail the case."""
+    return fake_only(error) and not _DEVICE_MISMATCH.search(error)
+
+
 def decide_case(case: Case, student: Answer, reference: Answer,
                 mistakes: list[tuple[Mistake, Answer]]) -> CaseVerdict:
     if student.error:
         err = student.error
-        if case.shape_only and inconclusive_on_meta(err):
+        if case.fake_cuda and inconclusive_on_fake_cuda(err):
+            return CaseVerdict(case.label, True, "inconclusive on a simulated CUDA device: " + err[:200])
+        if case.shape_only and not case.fake_cuda and inconclusive_on_meta(err):
             return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
-        return CaseVerdict(case.label, False, f"raised {err}")
+        if case.shape_only and _DEVICE_MISMATCH.search(err):
+            return CaseVerdict(case.label, False, f"raised {err}", hint=DEVICE_HINT, mistake="device-bound")
+        matched = match_mistake(student, mistakes, case=case, reference=reference)
+        return CaseVerdict(case.label, False, f"raised {err}", **(_matched_fields(matched) if matched else {}))
     if TAMPERED in student.forbidden:
         return CaseVerdict(case.label, False,
                            "switched off the grader's watch on torch calls (popped its torch function or dispatch "
@@ -159,16 +193,50 @@ def decide_case(case: Case, student: Answer, reference: Answer,
                            mistake="forbidden-call")
     problem = compare_answers(student, reference, case=case)
     if problem is None and case.judge is not None:
-        problem = case.judge(student["values"])
+        problem = case.judge(student.values)
     if problem is None:
         return CaseVerdict(case.label, True)
     parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
              if isinstance(problem, Difference) else {})
-    for mistake, answer in mistakes:
-        if answer.error or case.shape_only:
+    if case.shape_only and "device" in str(problem):
+        return CaseVerdict(case.label, False, str(problem), mistake="device-bound", hint=DEVICE_HINT, **parts)
+    matched = match_mistake(student, mistakes, case=case, reference=reference)
+    if matched is None:
+        return CaseVerdict(case.label, False, str(problem), **parts)
+    return CaseVerdict(case.label, False, str(problem), **_matched_fields(matched), **parts)
+
+
+def _matched_fields(mistake: Mistake) -> dict:
+    """A verdict's mistake and hint; for a combination of mistakes, also each part's (several hints)."""
+    fields = {"mistake": mistake.name, "hint": mistake.hint}
+    if mistake.parts:
+        fields.update(mistakes=[m.name for m in mistake.parts], hints=[m.hint for m in mistake.parts])
+    return fields
+
+
+def _error_text(error: str) -> str:
+    """An error without where it happened (the cell and line differ between the student and a mistake)."""
+    return re.sub(r" \(cell [^)]*\)$", "", error.strip()).split("\n")[0]
+
+
+def match_mistake(student: Answer, mistakes: list[tuple[Mistake, Answer]], *, case: Case,
+                  reference: Answer | None = None) -> Mistake | None:
+    """The first known mistake whose answer the student's equals: single mistakes first (in
+    catalogue order), then combinations of them (Mistake.parts: code with several bugs);
+    an error matches a mistake that raises the same error. In an outcome case, a mistake
+    whose compared outputs equal the reference's is recognised by nothing (only the outcome
+    differs, and the outcome is the judge's)."""
+    if case.shape_only:
+        return None
+    ordered = sorted(mistakes, key=lambda ma: len(ma[0].parts))
+    for mistake, answer in ordered:
+        if case.judge is not None and reference is not None and not answer.error \
+                and compare_answers(answer, reference, case=case) is None:
             continue
-        if case.judge is not None and compare_answers(answer, reference, case=case) is None:
-            continue  # an outcome case: a mistake is recognised by what it does differently, never by the outcome
+        if student.error or answer.error:
+            if student.error and answer.error and _error_text(student.error) == _error_text(answer.error):
+                return mistake
+            continue
         if compare_answers(student, answer, case=case) is None:
-            return CaseVerdict(case.label, False, str(problem), mistake=mistake.name, hint=mistake.hint, **parts)
-    return CaseVerdict(case.label, False, str(problem), **parts)
+            return mistake
+    return None

@@ -101,7 +101,7 @@ def view_check(result: CheckResult) -> CheckView:
     failed = [v for v in result.cases if not v.passed]
     error = tidy(_short(result.error)) if result.error else None
     shown = [] if error else failed[:MAX_FAILURES_SHOWN]
-    counts = Counter((v.mistake, v.hint) for v in failed if v.mistake and v.hint)
+    counts = Counter(pair for v in failed for pair in v.matched())
     return CheckView(
         result, mark(result), tidy(_short(result.note)) if result.note else None, error, shown,
         0 if error else len(failed) - len(shown),

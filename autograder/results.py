@@ -38,8 +38,9 @@ class CheckResult:
     def hints(self) -> list[str]:
         seen: list[str] = []
         for v in self.cases:
-            if v.hint and v.hint not in seen:
-                seen.append(v.hint)
+            for _, hint in v.matched():
+                if hint not in seen:
+                    seen.append(hint)
         return seen
 
     @property
@@ -56,8 +57,9 @@ class CheckResult:
     def mistakes(self) -> list[str]:
         seen: list[str] = []
         for v in self.cases:
-            if v.mistake and v.mistake not in seen:
-                seen.append(v.mistake)
+            for mistake, _ in v.matched():
+                if mistake not in seen:
+                    seen.append(mistake)
         return seen
 
 

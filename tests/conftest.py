@@ -42,7 +42,10 @@ def checks_of(stem: str):
 def assert_mistake_caught(stem: str, check_name: str, mistake) -> None:
     result = grade_impl(stem, check_name, mistake.impl)
     assert result.points < result.max_points, f"{mistake.name} kept full marks on {check_name}"
-    assert mistake.name in result.mistakes and mistake.hint in result.hints, (
+    for part in mistake.parts:  # code with several mistakes: a hint for each
+        assert part.name in result.mistakes and part.hint in result.hints, (
+            f"{mistake.name}: no hint for {part.name}; matched: {result.mistakes}")
+    assert mistake.parts or mistake.name in result.mistakes and mistake.hint in result.hints, (
         f"{mistake.name} lost points but was not recognised (no hint); matched: {result.mistakes}; "
         f"first failure: {next((v.message for v in result.cases if not v.passed), None)}")
 

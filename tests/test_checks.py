@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_checks, all_mistakes, assert_mistake_caught, grade_impl, grader, reference
+from tests.conftest import ALL_STEMS, all_checks, all_mistakes, assert_mistake_caught, grade_impl, grader, reference
 
 
 @pytest.mark.parametrize("stem,name", all_checks())
@@ -25,3 +25,16 @@ def test_known_mistake_loses_points_with_its_hint(stem, name, mistake):
 @pytest.mark.parametrize("stem,name", all_checks())
 def test_every_check_has_at_least_three_known_mistakes(stem, name):
     assert len(grader(stem).checks[name].mistakes) >= 3
+
+
+_NO_COMBINATION_YET = {"tensors": "its checks are being rewritten (the amax exercise)",
+                       "activations": "its checks are being rewritten (the chapter is split in two)"}
+
+
+@pytest.mark.parametrize("stem", [pytest.param(s, marks=[pytest.mark.xfail(reason=_NO_COMBINATION_YET[s],
+                                                                           strict=False)]
+                                               if s in _NO_COMBINATION_YET else []) for s in ALL_STEMS])
+def test_every_chapter_catalogues_code_with_several_mistakes(stem):
+    """Real code has several bugs at once: each chapter has at least one combination
+    (checks.combined), and test_known_mistake_loses_points_with_its_hint proves it gets a hint per part."""
+    assert any(m.parts for c in grader(stem).checks.values() for m in c.mistakes)

@@ -10,12 +10,13 @@ both ways.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, randint, randn
 from autograder.probes import FunctionProbe
 from autograder.probes.module import ModuleProbe, module_case
@@ -40,7 +41,10 @@ def _sigmoid_cases(gen, *, device, dtype):
         x = randn(gen, math.prod(shape), dtype=dtype, device=device, scale=4.0).reshape(shape)
         cases.append(Case(_label(shape, dtype), (x,), {}, dtype))
     big = torch.tensor(EXTREME, dtype=dtype, device=device)
-    cases.append(Case(_label(big.shape, dtype, logits="extreme (up to ±1000)"), (big,), {}, dtype))
+    cases.append(Case(_label(big.shape, dtype, logits="extreme (up to ±1000)"), (big,), {}, dtype, edge="extreme"))
+    zero = torch.tensor([0.0, -0.0, 0.0, 1.0], dtype=dtype, device=device)
+    cases.append(Case(_label(zero.shape, dtype, logits="exactly 0 (gradient 0.25)"), (zero,), {}, dtype,
+                      edge="zero"))
     return cases
 
 
@@ -66,6 +70,11 @@ SIGMOID = Check(
                 "then both branches, 1 / (1 + e) and e / (1 + e), are finite.", _where_both_branches),
         Mistake("sign-flipped", "sigmoid(x) = 1 / (1 + exp(-x)) is near 1 for large positive x; yours is sigmoid(-x).",
                 lambda input: torch.tanh(-input / 2) * 0.5 + 0.5),
+        Mistake("abs-gradient-at-zero", "Your gradient at x = 0 is 0, not sigmoid'(0) = 0.25: torch's gradient of "
+                "abs() at 0 is 0, so exp(-abs(x)) looks flat there. Compute -|x| as torch.where(x >= 0, -x, x), "
+                "whose gradient at 0 is -1 on the branch taken.",
+                lambda input: torch.where(input >= 0, 1 / (1 + torch.exp(-input.abs())),
+                                          torch.exp(-input.abs()) / (1 + torch.exp(-input.abs())))),
     ),
 )
 
@@ -88,7 +97,11 @@ def _softmax_cases(gen, *, device, dtype):
     big = torch.tensor([[1000.0, 0.0, -1000.0, 1.0], [-1000.0, -999.0, -1001.0, 2.0], [500.0, 500.0, 499.0, 0.5]],
                        dtype=dtype, device=device)
     for dim in (1, 0):
-        cases.append(Case(_label((3, 4), dtype, dim=dim, logits="extreme (±1000)"), (big, dim), {}, dtype))
+        cases.append(Case(_label((3, 4), dtype, dim=dim, logits="extreme (±1000)"), (big, dim), {}, dtype,
+                          edge="extreme"))
+    cases.append(Case(_label((3, 5), dtype, dim=1, logits="exactly 0"), (torch.zeros(3, 5, dtype=dtype,
+                                                                                     device=device), 1), {},
+                      dtype, edge="zero"))
     return cases
 
 
@@ -126,6 +139,12 @@ SOFTMAX = Check(
 )
 
 
+# code with two mistakes at once: a hint for each (checks.combined)
+SOFTMAX = replace(SOFTMAX, mistakes=SOFTMAX.mistakes + (combined(
+    lambda input, dim: torch.exp(input) / torch.exp(input).sum(-1, keepdim=True),
+    *(m for m in SOFTMAX.mistakes if m.name in ("no-max-subtracted", "last-dim-only"))),))
+
+
 # -- make_head: the final layer a task needs ----------------------------------------------
 
 def _head_weights(gen, out_features, in_features, *, dtype, scale=1.0):
@@ -147,6 +166,14 @@ def _head_cases(gen, *, device, dtype):
         label = (f"make_head({task!r}, {n_in}{', num_classes=' + str(n_cls) if n_cls else ''}) on a batch of "
                  f"{batch} ({_dt(dtype)}){extreme}")
         cases.append(module_case(label, args=(task, n_in), init=init, weights=weights, inputs=[X], dtype=dtype))
+    for task, n_cls in (("binary", None), ("multiclass", 3)):  # zero-initialised: every logit exactly 0
+        zeros = [torch.zeros(n_cls or 1, 4, dtype=dtype, device=device), torch.zeros(n_cls or 1, dtype=dtype,
+                                                                                      device=device)]
+        X = randn(gen, 5, 4, dtype=dtype, device=device)
+        label = f"make_head({task!r}, 4{', num_classes=3' if n_cls else ''}) with zero weights: logits exactly 0"
+        case = module_case(label, args=(task, 4), init={"num_classes": n_cls} if n_cls else {}, weights=zeros,
+                           inputs=[X], dtype=dtype)
+        cases.append(replace(case, edge="zero"))
     return cases
 
 
@@ -198,8 +225,9 @@ def _task_loss_cases(gen, *, device, dtype):
     def add(task, from_logits, output, target, note=""):
         label = (f"task={task!r}, from_logits={from_logits}, output of shape {tuple(output.shape)} "
                  f"({_dt(dtype)}){note}")
+        edge = "zero" if "exactly 0" in note else "extreme" if "1000" in note else ""
         cases.append(Case(label, (output.to(device), target.to(device), task),
-                          {"from_logits": from_logits}, dtype))
+                          {"from_logits": from_logits}, dtype, edge=edge))
 
     add("regression", False, randn(gen, N, 1, dtype=dtype, scale=3.0), randn(gen, N, 1, dtype=dtype, scale=3.0))
     z = randn(gen, N, 1, dtype=torch.float64, scale=3.0)
@@ -215,6 +243,9 @@ def _task_loss_cases(gen, *, device, dtype):
     add("binary", True, zb, torch.tensor([[0.0], [1.0], [0.0], [1.0]], dtype=dtype), note=", logits of ±1000")
     zm = torch.tensor([[1000.0, -1000.0, 0.0], [0.0, 1000.0, -1000.0], [1.0, 2.0, 3.0]], dtype=dtype)
     add("multiclass", True, zm, torch.tensor([1, 0, 2]), note=", logits of ±1000")
+    add("binary", True, torch.zeros(4, 1, dtype=dtype), torch.tensor([[0.0], [1.0], [1.0], [0.0]], dtype=dtype),
+        note=", logits exactly 0")
+    add("multiclass", True, torch.zeros(3, C, dtype=dtype), torch.tensor([0, 3, 1]), note=", logits exactly 0")
     return cases
 
 
@@ -276,7 +307,8 @@ def _predict_cases(gen, *, device, dtype):
     def add(task, from_logits, output, note=""):
         label = (f"task={task!r}, from_logits={from_logits}, output of shape {tuple(output.shape)} "
                  f"({_dt(dtype)}){note}")
-        cases.append(Case(label, (output.to(device), task), {"from_logits": from_logits}, dtype))
+        cases.append(Case(label, (output.to(device), task), {"from_logits": from_logits}, dtype,
+                          edge="zero" if "exactly 0" in note else ""))
 
     for n in (8, 1):
         z = randn(gen, n, 1, dtype=torch.float64, scale=3.0)
@@ -284,6 +316,9 @@ def _predict_cases(gen, *, device, dtype):
         add("binary", True, z.to(dtype))
     add("binary", True, torch.tensor([[0.3], [-0.2], [0.45], [-0.45], [2.0]], dtype=dtype),
         note=", logits near 0")
+    add("binary", True, torch.tensor([[0.0], [-0.0], [1.0]], dtype=dtype), note=", logits exactly 0 (class 0)")
+    add("binary", False, torch.tensor([[0.5], [0.75]], dtype=dtype), note=", a probability of exactly 0.5 "
+        "(class 0)")
     for n in (7, 1):
         z = randn(gen, n, 4, dtype=torch.float64, scale=2.0)
         add("multiclass", False, torch.softmax(z, 1).to(dtype))
@@ -320,6 +355,11 @@ PREDICT = Check(
         Mistake("boolean-labels", "Return class labels as integers (int64, like the targets): convert the "
                 "comparison's booleans with .long().",
                 lambda output, task, from_logits=False: _predict(output, task, from_logits, as_labels=lambda t: t)),
+        Mistake("ties-to-positive", "The positive class needs a probability strictly above 0.5 (a logit "
+                "strictly above 0): at exactly 0.5 (logit 0) the prediction is class 0. Compare with >, not >=.",
+                lambda output, task, from_logits=False:
+                    (output[:, 0] >= (0.0 if from_logits else 0.5)).long() if task == "binary"
+                    else _predict(output, task, from_logits)),
         Mistake("float-labels", "Return class labels as integers (int64, like the targets), not as floats: "
                 "use .long().",
                 lambda output, task, from_logits=False:

@@ -6,10 +6,12 @@ prove each check both ways (tests/chapters/test_losses.py).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
 
@@ -34,6 +36,14 @@ def _pair_cases(gen, *, device, dtype):
         y = randn(gen, *shape, dtype=dtype, device=device)
         for r in REDUCTIONS:
             cases.append(Case(_label(shape, dtype, reduction=r), (x, y), {"reduction": r}, dtype))
+    # input == target in every other element: |d| has a kink at d = 0, where torch's gradient is 0
+    x = randn(gen, 3, 4, dtype=dtype, device=device)
+    y = torch.where(torch.arange(12, device=device).reshape(3, 4) % 2 == 0, x, randn(gen, 3, 4, dtype=dtype,
+                                                                                     device=device))
+    for r in ("none", "mean"):
+        cases.append(Case(_label((3, 4), dtype, reduction=r, note="input equals target at every other element "
+                                                                  "(gradient at 0)"), (x, y), {"reduction": r},
+                          dtype, edge="zero"))
     return cases
 
 
@@ -67,8 +77,21 @@ L1 = Check(
                 "errors cancel out.", lambda input, target, reduction="mean": reduce(input - target, reduction)),
         Mistake("ignores-reduction", _REDUCTION_HINT_NONE, _ignores_reduction(lambda x, y: (x - y).abs())),
         Mistake("sum-for-mean", _REDUCTION_HINT_MEAN, _sum_for_mean(lambda x, y: (x - y).abs())),
+        Mistake("sqrt-of-square", "sqrt((input - target)**2) equals |input - target|, but its gradient at "
+                "input == target is 0/0 = nan: use torch.abs (whose gradient there is 0, as torch's l1_loss).",
+                lambda input, target, reduction="mean": reduce(((input - target) ** 2).sqrt(), reduction)),
+        Mistake("kink-gradient-not-zero", "At input == target, torch's gradient of |input - target| is 0 (the "
+                "sign of 0 is 0); yours is ±1 there. torch.abs has the right gradient; torch.where(d >= 0, d, -d) "
+                "and clamp-based forms do not.",
+                lambda input, target, reduction="mean": reduce(torch.where(input - target >= 0, input - target,
+                                                                           target - input), reduction)),
     ),
 )
+
+# code with two mistakes at once: a hint for each (checks.combined)
+L1 = replace(L1, mistakes=L1.mistakes + (combined(
+    lambda input, target, reduction="mean": ((input - target) ** 2).sqrt().mean(),
+    *(m for m in L1.mistakes if m.name in ("sqrt-of-square", "ignores-reduction"))),))
 
 MSE = Check(
     name="mse_loss",
@@ -181,9 +204,16 @@ def _bce_logits_cases(gen, *, device, dtype):
     big = torch.tensor([1000.0, -1000.0, 80.0, -80.0, 0.25, 30.0], dtype=dtype, device=device)
     tb = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], dtype=dtype, device=device)
     cases.append(Case(_label((6,), dtype, reduction="none", logits="extreme (±1000)"), (big, tb),
-                      {"reduction": "none"}, dtype))
+                      {"reduction": "none"}, dtype, edge="extreme"))
     cases.append(Case(_label((6,), dtype, pos_weight="(6,)", logits="extreme (±1000)"), (big, tb),
-                      {"pos_weight": torch.full((6,), 3.0, dtype=dtype, device=device)}, dtype))
+                      {"pos_weight": torch.full((6,), 3.0, dtype=dtype, device=device)}, dtype, edge="extreme"))
+    # Logits of exactly 0 (a zero-initialised output layer): the gradient there is sigmoid(0) - t.
+    zero = torch.zeros(2, 3, dtype=dtype, device=device)
+    tz = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.25]], dtype=dtype, device=device)
+    cases.append(Case(_label((2, 3), dtype, reduction="none", logits="exactly 0"), (zero, tz),
+                      {"reduction": "none"}, dtype, edge="zero"))
+    cases.append(Case(_label((2, 3), dtype, pos_weight="(3,)", logits="exactly 0"), (zero, tz),
+                      {"pos_weight": torch.tensor([2.0, 0.5, 3.0], dtype=dtype, device=device)}, dtype, edge="zero"))
     return cases
 
 
@@ -201,6 +231,14 @@ def _softplus(x):
 def _bce_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     pw = 1 if pos_weight is None else pos_weight
     loss = pw * target * _softplus(-input) + (1 - target) * _softplus(input)
+    return reduce(loss if weight is None else loss * weight, reduction)
+
+
+def _bce_logits_clamp_abs(input, target, weight=None, reduction="mean", pos_weight=None):
+    """The stable form many libraries write: right everywhere but at x = 0, where clamp and abs each
+    take a one-sided derivative (1 and 0) that do not cancel."""
+    log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1
+    loss = (1 - target) * input + log_weight * (torch.log1p(torch.exp(-input.abs())) + (-input).clamp(min=0))
     return reduce(loss if weight is None else loss * weight, reduction)
 
 
@@ -230,6 +268,11 @@ BCE_LOGITS = Check(
         Mistake("ignores-reduction", _REDUCTION_HINT_NONE,
                 lambda input, target, weight=None, reduction="mean", pos_weight=None:
                     _bce_logits(input, target, weight, "mean", pos_weight)),
+        Mistake("clamp-abs-gradient-at-zero", "Your gradient is wrong at a logit of exactly 0 (a zero-initialised "
+                "output layer gives exactly these): there it is sigmoid(0) - t = 0.5 - t. clamp(-x, min=0) and "
+                "abs(x) each take a one-sided derivative at 0 (1 and 0) that do not cancel; write the stable "
+                "form so that they do, e.g. softplus(x) = m + log(exp(-m) + exp(x - m)) with m = clamp(x, min=0).",
+                _bce_logits_clamp_abs),
     ),
 )
 
@@ -246,7 +289,11 @@ def _log_softmax_cases(gen, *, device, dtype):
     cases.append(Case(_label((2, 3, 5), dtype, dim=1), (y,), {"dim": 1}, dtype))
     big = torch.tensor([[1000.0, 0.0, -1000.0], [-1000.0, -999.0, -1001.0], [500.0, 500.0, 499.0]],
                        dtype=dtype, device=device)
-    cases.append(Case(_label((3, 3), dtype, dim=1, logits="extreme (±1000)"), (big,), {"dim": 1}, dtype))
+    cases.append(Case(_label((3, 3), dtype, dim=1, logits="extreme (±1000)"), (big,), {"dim": 1}, dtype,
+                      edge="extreme"))
+    cases.append(Case(_label((2, 4), dtype, dim=1, logits="exactly 0"), (torch.zeros(2, 4, dtype=dtype,
+                                                                                      device=device),), {"dim": 1},
+                      dtype, edge="zero"))
     return cases
 
 
@@ -311,6 +358,10 @@ def _nll_cases(gen, *, device, dtype):
     for r in REDUCTIONS:
         cases.append(Case(_label((2, C, 3, 4), dtype, weight="(C,)", reduction=r, note="per pixel"), (img, ti),
                           {"weight": w, "reduction": r}, dtype))
+    certain = torch.full((3, C), -1000.0, dtype=dtype, device=device)  # log-probabilities: 0 at the target
+    certain[torch.arange(3), torch.tensor([0, 2, 4])] = 0.0
+    cases.append(Case(_label((3, C), dtype, weight="(C,)", note="log-probabilities of exactly 0 and -1000"),
+                      (certain, torch.tensor([0, 1, 4], device=device)), {"weight": w}, dtype, edge="zero"))
     return cases
 
 
@@ -392,7 +443,9 @@ def _ce_cases(gen, *, device, dtype):
                       {"weight": w, "label_smoothing": 0.1}, dtype))
     big = torch.tensor([[1000.0, -1000.0, 0.0, 5.0], [-1000.0, 1000.0, 999.0, 0.0]], dtype=dtype, device=device)
     cases.append(Case(_label((2, C), dtype, logits="extreme (±1000)", reduction="none"), (big, torch.tensor(
-        [1, 2], device=device)), {"reduction": "none"}, dtype))
+        [1, 2], device=device)), {"reduction": "none"}, dtype, edge="extreme"))
+    cases.append(Case(_label((N, C), dtype, logits="exactly 0", label_smoothing=0.1), (torch.zeros(
+        N, C, dtype=dtype, device=device), t), {"label_smoothing": 0.1}, dtype, edge="zero"))
     return cases
 
 
@@ -472,6 +525,12 @@ def _detection_cases(gen, *, device, dtype):
         is_ped = bernoulli(gen, n, dtype=dtype, device=device)
         cases.append(Case(f"{n} detections ({str(dtype).removeprefix('torch.')}), box_weight={box_weight}",
                           (box_pred, box_target, logit, is_ped), {"box_weight": box_weight}, dtype))
+    box = randn(gen, 4, 4, dtype=dtype, device=device)
+    exact = torch.where(torch.rand(4, 4, generator=gen) < 0.5, box.cpu(), randn(gen, 4, 4, dtype=dtype)).to(device)
+    cases.append(Case(f"4 detections ({str(dtype).removeprefix('torch.')}), logits exactly 0 and half the boxes "
+                      "exactly right (gradients at 0)", (exact, box, torch.zeros(4, dtype=dtype, device=device),
+                                                          bernoulli(gen, 4, dtype=dtype, device=device)),
+                      {"box_weight": 2.0}, dtype, edge="zero"))
     return cases
 
 

@@ -11,11 +11,12 @@ proves each check both ways.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes.module import ModuleProbe, OnModuleProbe, module_case
 
@@ -56,7 +57,23 @@ def _first_cases(gen, *, device, dtype):
         X = randn(gen, *batch, dtype=dtype, device=device)
         label = f"MyFirstNetwork{sizes} on {_batch_text(batch)} ({_dt(dtype)})"
         cases.append(module_case(label, args=sizes, weights=weights, inputs=[X], dtype=dtype))
+    sizes = (4, 8, 3)
+    weights = _zero_units(_linear_weights(gen, sizes, dtype=dtype, device=device))
+    X = randn(gen, 5, 4, dtype=dtype, device=device)
+    cases.append(replace(module_case(f"MyFirstNetwork{sizes} with half its hidden units zero-initialised: ReLU "
+                                     f"at exactly 0 ({_dt(dtype)})", args=sizes, weights=weights, inputs=[X],
+                                     dtype=dtype), edge="zero"))
     return cases
+
+
+def _zero_units(weights):
+    """The first layer's weights and biases with every other unit set to exactly 0, so that those
+    units' pre-activations are exactly 0 (where ReLU has a kink; torch's gradient there is 0)."""
+    w, b, *rest = weights
+    w, b = w.clone(), b.clone()
+    w[::2] = 0
+    b[::2] = 0
+    return [w, b, *rest]
 
 
 class _FirstNoSuper(nn.Module):
@@ -89,6 +106,21 @@ class _FirstReluAtEnd(nn.Module):
         return torch.relu(self.fc2(torch.relu(self.fc1(X))))
 
 
+class _FirstClampRelu(nn.Module):
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.fc1 = nn.Linear(input_size, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, X):
+        return self.fc2(self.fc1(X).clamp(min=0))
+
+
+class _FirstClampReluAtEnd(_FirstClampRelu):
+    def forward(self, X):
+        return self.fc2(self.fc1(X).clamp(min=0)).clamp(min=0)
+
+
 class _FirstNoRelu(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
         super().__init__()
@@ -112,8 +144,17 @@ MY_FIRST_NETWORK = Check(
         Mistake("activation-not-applied", "Creating nn.ReLU() in __init__ is not enough: call it in forward, "
                 "between the two linear layers. Without it the two layers collapse into one linear map.",
                 _FirstNoRelu),
+        Mistake("relu-gradient-at-zero", "Where a hidden unit's input is exactly 0 (zero-initialised weights), "
+                "ReLU's gradient is 0, as torch's nn.ReLU and torch.relu give; clamp(min=0) passes a gradient of 1 "
+                "there. Use nn.ReLU.", _FirstClampRelu),
     ),
 )
+
+
+# code with two mistakes at once: a hint for each (checks.combined)
+MY_FIRST_NETWORK = replace(MY_FIRST_NETWORK, mistakes=MY_FIRST_NETWORK.mistakes + (combined(
+    _FirstClampReluAtEnd,
+    *(m for m in MY_FIRST_NETWORK.mistakes if m.name in ("activation-after-last-layer", "relu-gradient-at-zero"))),))
 
 
 # -- MLP(sizes, activation) ---------------------------------------------------------------------
@@ -129,6 +170,12 @@ def _mlp_cases(gen, *, device, dtype):
         act = f", activation=nn.{activation}" if activation else ""
         label = f"MLP({sizes}{act}) on {_batch_text(batch)} ({_dt(dtype)})"
         cases.append(module_case(label, args=(sizes,), init=init, weights=weights, inputs=[X], dtype=dtype))
+    sizes = [4, 6, 3]
+    weights = _zero_units(_linear_weights(gen, sizes, dtype=dtype, device=device))
+    X = randn(gen, 5, 4, dtype=dtype, device=device)
+    cases.append(replace(module_case(f"MLP({sizes}) with half its first hidden units zero-initialised: ReLU at "
+                                     f"exactly 0 ({_dt(dtype)})", args=(sizes,), weights=weights, inputs=[X],
+                                     dtype=dtype), edge="zero"))
     return cases
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import autograder.mistakes.optimizers as optim_bugs
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randint, randn
 from autograder.probes.optim_problems import PROBLEMS
 from autograder.probes.optimizer import OptimizerProbe, TrainingLoopProbe
@@ -93,21 +93,31 @@ H_DECOUPLED = ("torch's weight_decay here is an L2 penalty: add weight_decay * p
                "p *= 1 - lr * weight_decay, or adding the decay after the momentum is decoupled weight decay "
                "(AdamW's), a different optimizer.")
 H_EPS_INSIDE = "eps is added after the square root, sqrt(v) + eps, not inside it: sqrt(v + eps)."
+H_NO_EPS = ("Take eps as a constructor argument, with torch's default (the case passes eps=...): an eps "
+            "written into the update cannot be set, and differs from torch's default.")
+H_SLICE = ("p[:] = ... fails on a 0-dim parameter (a scalar bias: slice() cannot be applied to a 0-dim tensor): "
+           "update in place with p.add_(...), p.sub_(...) or p.copy_(...) under torch.no_grad().")
 
 
 def _generic(*names: str) -> tuple[tuple[str, str], ...]:
     table = {"no-no-grad": H_NO_GRAD, "rebind": H_REBIND, "grad-none-as-zero": H_GRAD_NONE,
-             "state-outside-self-state": H_STATE, "weight-decay-decoupled": H_DECOUPLED}
+             "state-outside-self-state": H_STATE, "weight-decay-decoupled": H_DECOUPLED,
+             "no-eps-argument": H_NO_EPS, "p-slice-update": H_SLICE}
     return tuple((n, table[n]) for n in names)
 
 
-def mistakes(cls, pairs) -> tuple[Mistake, ...]:
-    return tuple(Mistake(name, hint, optim_bugs.with_bugs(cls, name)) for name, hint in pairs)
+def mistakes(cls, pairs, combos=()) -> tuple[Mistake, ...]:
+    """One Mistake per (name, hint), then one per combination of those names (code with several bugs,
+    as real code has: each part gets its hint)."""
+    single = {name: Mistake(name, hint, optim_bugs.with_bugs(cls, name)) for name, hint in pairs}
+    both = tuple(combined(optim_bugs.with_bugs(cls, *names), *(single[n] for n in names)) for names in combos)
+    return tuple(single.values()) + both
 
 
-def optimizer_check(name: str, cls, settings, pairs, **kw) -> Check:
+def optimizer_check(name: str, cls, settings, pairs, combos=(), **kw) -> Check:
+    kw.setdefault("fake_cuda_case", True)  # two steps on a simulated GPU: state made on the CPU fails
     return Check(name=name, target=name, make_cases=optimizer_cases(name, settings), probe=OptimizerProbe(),
-                 mistakes=mistakes(cls, pairs), forbidden=FORBIDDEN, meta_case=False, **kw)
+                 mistakes=mistakes(cls, pairs, combos), forbidden=FORBIDDEN, meta_case=False, **kw)
 
 
 def two_groups(lr_a: float, lr_b: float, **extra_b):
@@ -123,7 +133,8 @@ SGD = optimizer_check("SGD", optim_bugs.BuggableSGD, [
             nesterov=True, weight_decay=0.2),
     setting("rosenbrock", resume=3, lr=1e-3, momentum=0.5),
     setting("logistic", unused=True, resume=2, lr=0.5, momentum=0.9, weight_decay=0.1),
-], _generic("no-no-grad", "rebind", "grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("no-no-grad", "rebind", "grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled",
+            "p-slice-update") + (
     ("momentum-buffer-from-zero", "The momentum buffer starts as a copy of the first gradient, buf = g "
      "(torch.clone(g).detach()), not as zeros followed by the dampened update: with dampening the first step "
      "would be (1 - dampening) times too small."),
@@ -131,7 +142,7 @@ SGD = optimizer_check("SGD", optim_bugs.BuggableSGD, [
      "removes a fraction of the new gradient."),
     ("nesterov-ignored", "With nesterov=True the step uses g + momentum * buf (a look-ahead), not buf."),
     ("nesterov-without-momentum-factor", "Nesterov's look-ahead is g + momentum * buf, with the momentum factor."),
-))
+), combos=[("nesterov-ignored", "weight-decay-decoupled")])
 
 ADAGRAD = optimizer_check("Adagrad", optim_bugs.BuggableAdagrad, [
     setting("quadratic", lr=0.5),
@@ -139,20 +150,23 @@ ADAGRAD = optimizer_check("Adagrad", optim_bugs.BuggableAdagrad, [
             eps=0.1),
     setting("logistic", groups=two_groups(0.4, 0.1), resume=3, lr=0.2, initial_accumulator_value=0.1),
     setting("rosenbrock", lr=0.05, eps=1e-3),
-], _generic("grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled", "no-eps-argument",
+            "p-slice-update") + (
     ("eps-inside-sqrt", H_EPS_INSIDE),
     ("lr-decay-off-by-one", "The decayed rate of step t (counted from 1) is lr / (1 + (t - 1) * lr_decay): "
      "the first step uses lr itself."),
     ("initial-accumulator-ignored", "The sum of squared gradients starts at initial_accumulator_value, "
      "torch.full_like(p, initial_accumulator_value), not at zero."),
-))
+), combos=[
+    ("eps-inside-sqrt", "p-slice-update"), ("lr-decay-off-by-one", "initial-accumulator-ignored")])
 
 RMSPROP = optimizer_check("RMSprop", optim_bugs.BuggableRMSprop, [
     setting("quadratic", lr=0.05),
     setting("least_squares", unused=True, lr=0.02, alpha=0.9, eps=0.1, weight_decay=0.1, momentum=0.5),
     setting("logistic", resume=3, lr=0.05, alpha=0.8, centered=True),
     setting("quadratic", groups=two_groups(0.02, 0.005), lr=0.01, centered=True, momentum=0.9, eps=1e-3),
-], _generic("grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled", "no-eps-argument",
+            "p-slice-update") + (
     ("eps-inside-sqrt", H_EPS_INSIDE),
     ("alpha-swapped", "square_avg = alpha * square_avg + (1 - alpha) * g^2: alpha (close to 1) weighs the "
      "old average."),
@@ -160,19 +174,21 @@ RMSPROP = optimizer_check("RMSprop", optim_bugs.BuggableRMSprop, [
      "avg = sqrt(square_avg - grad_avg^2) + eps, an estimate of their variance."),
     ("momentum-before-scaling", "With momentum, the buffer accumulates the scaled gradient: "
      "buf = momentum * buf + g / avg, then p -= lr * buf."),
-))
+), combos=[
+    ("eps-inside-sqrt", "p-slice-update"), ("centered-ignored", "momentum-before-scaling")])
 
 ADADELTA = optimizer_check("Adadelta", optim_bugs.BuggableAdadelta, [
     setting("quadratic", lr=1.0),
     setting("least_squares", unused=True, lr=2.0, rho=0.8, eps=1e-3, weight_decay=0.1),
     setting("logistic", groups=two_groups(3.0, 0.5), resume=3, lr=1.0, rho=0.5),
-], _generic("state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("state-outside-self-state", "weight-decay-decoupled", "no-eps-argument", "p-slice-update") + (
     ("eps-outside-sqrt", "Adadelta adds eps inside both square roots: sqrt(acc_delta + eps) / sqrt(square_avg "
      "+ eps). At the start acc_delta is 0, so sqrt(acc_delta) + eps would make the first steps tiny."),
     ("lr-ignored", "torch's Adadelta multiplies the step by lr (default 1.0): p -= lr * delta."),
     ("rho-swapped", "square_avg = rho * square_avg + (1 - rho) * g^2 (and the same for acc_delta): rho weighs "
      "the old average."),
-))
+), combos=[
+    ("lr-ignored", "p-slice-update"), ("rho-swapped", "eps-outside-sqrt")])
 
 ADAM = optimizer_check("Adam", optim_bugs.BuggableAdam, [
     setting("quadratic", lr=0.1),
@@ -180,7 +196,8 @@ ADAM = optimizer_check("Adam", optim_bugs.BuggableAdam, [
     setting("logistic", resume=3, lr=0.1, betas=(0.5, 0.6), amsgrad=True),
     setting("rosenbrock", groups=None, lr=0.05, betas=(0.9, 0.99), amsgrad=True),
     setting("quadratic", groups=two_groups(0.1, 0.01, amsgrad=True), lr=0.05),
-], _generic("no-no-grad", "rebind", "grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("no-no-grad", "rebind", "grad-none-as-zero", "state-outside-self-state", "weight-decay-decoupled",
+            "no-eps-argument", "p-slice-update") + (
     ("no-bias-correction", "m and v start at zero, so early on they are too small: divide by the bias "
      "corrections 1 - beta1^t and 1 - beta2^t (t counted from 1)."),
     ("bias-correction-off-by-one", "The bias corrections use the number of steps taken so far, this one "
@@ -192,31 +209,36 @@ ADAM = optimizer_check("Adam", optim_bugs.BuggableAdam, [
     ("amsgrad-ignored", "With amsgrad=True keep the running maximum of v in state and use it in place of v."),
     ("amsgrad-max-of-corrected", "AMSGrad (as torch does it) keeps the maximum of the raw v and bias-corrects "
      "that maximum with the current step's 1 - beta2^t, not the maximum of bias-corrected values."),
-))
+    ("eps-before-bias-correction", "torch's Adam adds eps after the bias correction: sqrt(v) / sqrt(1 - beta2^t) "
+     "+ eps, not (sqrt(v) + eps) / sqrt(1 - beta2^t) (the paper's 'efficient' form, which scales eps too)."),
+), combos=[
+    ("no-eps-argument", "p-slice-update"), ("no-bias-correction", "eps-inside-sqrt"),
+    ("eps-before-bias-correction", "amsgrad-ignored")])
 
 ADAMAX = optimizer_check("Adamax", optim_bugs.BuggableAdamax, [
     setting("quadratic", lr=0.1),
     setting("least_squares", unused=True, lr=0.05, betas=(0.8, 0.9), eps=0.1, weight_decay=0.1),
     setting("logistic", groups=two_groups(0.2, 0.05), resume=3, lr=0.1, betas=(0.5, 0.7)),
-], _generic("state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("state-outside-self-state", "weight-decay-decoupled", "no-eps-argument", "p-slice-update") + (
     ("no-bias-correction", "Divide the step by 1 - beta1^t (t counted from 1): m starts at zero."),
     ("eps-outside-max", "torch adds eps to |g| inside the maximum: u = max(beta2 * u, |g| + eps); u itself is "
      "the denominator."),
     ("infinity-norm-bias-corrected", "Only m is bias-corrected in Adamax; the infinity norm u is not (a "
      "maximum is not biased towards zero the way an average is)."),
-))
+), combos=[("no-bias-correction", "eps-outside-max")])
 
 ASGD = optimizer_check("ASGD", optim_bugs.BuggableASGD, [
     setting("quadratic", report=("ax",), lr=0.1),
     setting("least_squares", unused=True, report=("ax",), lr=0.1, lambd=0.5, alpha=0.75, t0=2, weight_decay=0.1),
     setting("logistic", resume=3, report=("ax",), lr=0.3, lambd=0.3, alpha=1.0, t0=1),
-], _generic("state-outside-self-state", "weight-decay-decoupled") + (
+], _generic("state-outside-self-state", "weight-decay-decoupled",
+            "p-slice-update") + (
     ("no-decay-term", "ASGD first shrinks the parameter, p *= 1 - lambd * eta, then takes the step -eta * g."),
     ("eta-off-by-one", "Step t uses the eta computed at the end of step t - 1 (eta = lr on the first step); "
      "then eta = lr / (1 + lambd * lr * t)^alpha for the next one."),
     ("average-from-start", "The average starts at step t0: mu = 1 / max(1, t - t0), so until then ax just "
      "follows p."),
-))
+), combos=[("no-decay-term", "eta-off-by-one")])
 
 RPROP = optimizer_check("Rprop", optim_bugs.BuggableRprop, [
     setting("quadratic", lr=0.05),
@@ -229,14 +251,14 @@ RPROP = optimizer_check("Rprop", optim_bugs.BuggableRprop, [
     ("grad-kept-after-sign-change", "Where the gradient changed sign, set it to zero: that coordinate does not "
      "move this step, and the next step then sees no sign change there."),
     ("gradient-magnitude", "Rprop uses only the sign of the gradient: p -= sign(g) * step_size."),
-))
+), combos=[("etas-swapped", "no-clamp")])
 
 SPARSE_ADAM = optimizer_check("SparseAdam", optim_bugs.BuggableSparseAdam, [
     setting("embedding", lr=0.1),
     setting("embedding", resume=3, lr=0.1, betas=(0.5, 0.8), eps=0.1),
     setting("embedding", unused=True, groups=two_groups(0.2, 0.05), lr=0.1),
     setting("embedding_dense", expect_error=True, lr=0.1),
-], _generic("grad-none-as-zero", "state-outside-self-state") + (
+], _generic("grad-none-as-zero", "state-outside-self-state", "no-eps-argument") + (
     ("no-dense-check", "SparseAdam takes only sparse gradients: check p.grad.is_sparse and raise "
      "RuntimeError('SparseAdam does not support dense gradients, please consider Adam instead'), as torch does."),
     ("not-coalesced", "A sparse gradient may list a row more than once (a batch that repeats a word): "
@@ -246,7 +268,7 @@ SPARSE_ADAM = optimizer_check("SparseAdam", optim_bugs.BuggableSparseAdam, [
     ("no-bias-correction", "Divide by the bias corrections: step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)."),
     ("eps-as-in-adam", "torch's SparseAdam adds eps to sqrt(v) before the bias correction: "
      "p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), unlike Adam's sqrt(v_hat) + eps."),
-))
+), combos=[("no-bias-correction", "not-coalesced")])
 
 LBFGS = optimizer_check("LBFGS", optim_bugs.BuggableLBFGS, [
     setting("quadratic", steps=3, closure=True, lr=0.5, max_iter=3),

@@ -61,6 +61,8 @@ class _Base(Optimizer):
                     d = d - group["lr"] * wd * p
                 if "rebind" in self.bugs:
                     p = p + d  # noqa: F841 - the mistake: a new tensor, the parameter unchanged
+                elif "p-slice-update" in self.bugs:
+                    p[:] = p + d  # the mistake: IndexError on a 0-dim parameter
                 else:
                     p.add_(d)
                 self.after(p, group, state)
@@ -196,6 +198,8 @@ class BuggableAdam(_Base):
                 v = st["max_exp_avg_sq"]
         if "eps-inside-sqrt" in self.bugs:
             denom = (v / bc2 + group["eps"]).sqrt()
+        elif "eps-before-bias-correction" in self.bugs:
+            denom = (v.sqrt() + group["eps"]) / math.sqrt(bc2)
         else:
             denom = v.sqrt() / math.sqrt(bc2) + group["eps"]
         return -step_size * st["exp_avg"] / denom
@@ -410,7 +414,21 @@ class BuggableLBFGS(Optimizer):
         return loss if "returns-last-loss" in self.bugs else orig_loss
 
 
+HARD_CODED_EPS = 1e-6  # what code without an eps argument often uses instead
+
+
 def with_bugs(cls, *bugs: str):
-    """cls with the given mistakes switched on, named as torch names the optimizer."""
-    return type(cls.__name__.removeprefix("Buggable"), (cls,), {"bugs": frozenset(bugs)})
+    """cls with the given mistakes switched on, named as torch names the optimizer.
+
+    "no-eps-argument": a constructor without `eps` (Python's own TypeError when it is
+    passed; a hard-coded eps otherwise)."""
+    name = cls.__name__.removeprefix("Buggable")
+    body: dict = {"bugs": frozenset(bugs)}
+    if "no-eps-argument" in bugs:
+        def __init__(self, params, *args, **kwargs):
+            if "eps" in kwargs:
+                raise TypeError(f"{name}.__init__() got an unexpected keyword argument 'eps'")
+            cls.__init__(self, params, *args, eps=HARD_CODED_EPS, **kwargs)
+        body["__init__"] = __init__
+    return type(name, (cls,), body)
 

@@ -121,11 +121,14 @@ class _CallWatch(TorchFunctionMode):
         return False
 
 
+UPSTREAM = (0.5, 1.5)  # the range of the upstream gradient (tolerance.py's floor uses its maximum)
+
+
 def grad_weights(out: torch.Tensor) -> torch.Tensor:
     """A fixed, non-uniform upstream gradient, so that permuted or summed
     outputs give different input gradients."""
     n = out.numel()
-    w = torch.linspace(0.5, 1.5, max(n, 1), dtype=out.dtype, device=out.device)
+    w = torch.linspace(*UPSTREAM, max(n, 1), dtype=out.dtype, device=out.device)
     return w[:n].reshape(out.shape)
 
 
@@ -136,7 +139,12 @@ def run_probe(check, impl, case) -> Answer:
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
-            values = check.probe.run(impl, case, watch)
+            if getattr(case, "fake_cuda", False):
+                from autograder.probes.fake_cuda import run_on_fake_cuda
+
+                values = run_on_fake_cuda(check.probe, impl, case, watch)
+            else:
+                values = check.probe.run(impl, case, watch)
         error = None
     except BaseException as exc:  # noqa: BLE001 - the student's exception is a result
         if isinstance(exc, KeyboardInterrupt):
@@ -145,6 +153,12 @@ def run_probe(check, impl, case) -> Answer:
         error = describe_exception(exc)
     plain, devices = to_wire(values)
     return Answer(plain, devices, error, list(watch.seen) if watch else [], buf.getvalue()[-2000:])
+
+
+def _is_fake(t) -> bool:
+    from autograder.probes.fake_cuda import is_fake
+
+    return is_fake(t)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -157,12 +171,16 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def to_wire(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(plain values, devices): plain tensors and plain values only; meta tensors become
-    empty CPU tensors of the same shape and dtype, with their device recorded."""
+    """(plain values, devices): plain tensors and plain values only; meta and fake
+    (simulated CUDA) tensors become empty CPU tensors of the same shape and dtype, with
+    their device recorded."""
     plain: dict[str, Any] = {}
     devices: dict[str, str] = {}
     for key, v in values.items():
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, torch.Tensor) and type(v) is not torch.Tensor and _is_fake(v):
+            devices[key] = str(v.device)  # a simulated device's tensor: shape, dtype and device only
+            plain[key] = torch.zeros(tuple(v.shape), dtype=v.dtype)
+        elif isinstance(v, torch.Tensor):
             t = v.detach()
             if type(t) is not torch.Tensor:
                 t = t.as_subclass(torch.Tensor)

@@ -224,6 +224,22 @@ class OptimizerProbe:
             return self._trajectories(impl, kw, loss)
 
     @staticmethod
+    def run_fake(impl, case, watch=None) -> dict[str, Any]:
+        """On a simulated CUDA device (probes/fake_cuda.py): gradients set by hand (no autograd
+        there), two steps; returns the parameters (their device) and where the state lives."""
+        kw = case.kwargs
+        params = [p.clone().requires_grad_(True) for p in kw["params"]]
+        with watching(watch):
+            opt = impl(_param_spec(params, kw.get("groups")), **kw.get("options", {}))
+            for _ in range(2):
+                for p in params:
+                    p.grad = torch.ones_like(p)
+                opt.step()
+        out: dict[str, Any] = {f"parameter {i}": p for i, p in enumerate(params)}
+        out["state"] = state_problem(opt, params)
+        return out
+
+    @staticmethod
     def _expect_error(impl, kw, loss) -> dict[str, Any]:
         params = _leaves(kw["params"])
         opt = impl(_param_spec(params, kw.get("groups")), **kw.get("options", {}))

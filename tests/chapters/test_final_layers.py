@@ -165,9 +165,9 @@ ALTERNATIVES = [
     pytest.param("sigmoid", lambda input: 0.5 * (1 + torch.tanh(input / 2)), id="sigmoid:tanh-form"),
     pytest.param("sigmoid", lambda input: torch.exp(-F.softplus(-input)), id="sigmoid:exp-of-minus-softplus"),
     pytest.param("sigmoid", lambda input: 1 / (1 + torch.exp(-input.clamp(-80, 80))), id="sigmoid:clamped"),
-    pytest.param("sigmoid", lambda input: torch.where(input >= 0, 1 / (1 + torch.exp(-input.abs())),
-                                                      torch.exp(-input.abs()) / (1 + torch.exp(-input.abs()))),
-                 id="sigmoid:exp-of-minus-abs"),
+    pytest.param("sigmoid", lambda input: 0.5 * (1 + torch.tanh(input / 2)), id="sigmoid:tanh-form"),
+    pytest.param("sigmoid", lambda input: (lambda e: torch.where(input >= 0, 1 / (1 + e), e / (1 + e)))(
+                 torch.exp(torch.where(input >= 0, -input, input))), id="sigmoid:minus-abs-by-where"),
     pytest.param("softmax", lambda input, dim: torch.exp(input - input.max(dim, keepdim=True).values)
                  / torch.exp(input - input.max(dim, keepdim=True).values).sum(dim, keepdim=True),
                  id="softmax:max-values-not-detached"),

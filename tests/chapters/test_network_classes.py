@@ -107,7 +107,7 @@ class FirstWithBufferAndDropout(nn.Module):
         self.register_buffer("zero", torch.zeros(hidden_size))
 
     def forward(self, X):
-        return self.fc2.forward(self.drop(torch.maximum(self.fc1(X), self.zero)))
+        return self.fc2.forward(self.drop(torch.relu(self.fc1(X) + self.zero)))
 
 
 class MLPByAttributes(nn.Module):
@@ -238,3 +238,21 @@ def test_mistakes_get_their_hints_through_the_sandboxed_runner(tmp_path):
     assert checks["MLP"].points == 0
     assert mlp_mistakes["layers-in-a-python-list"].hint in checks["MLP"].hints
     assert checks["count_parameters"].points == checks["count_parameters"].max_points
+
+
+def test_relu_as_a_maximum_with_zero_loses_the_kink_case_only():
+    """torch.maximum(x, 0) equals relu(x) but splits the gradient at a tie (0.5 at 0): it fails
+    exactly the zero-initialised cases, where torch's ReLU has gradient 0."""
+    class MaxRelu(nn.Module):
+        def __init__(self, input_size, hidden_size, output_size):
+            super().__init__()
+            self.fc1 = nn.Linear(input_size, hidden_size)
+            self.fc2 = nn.Linear(hidden_size, output_size)
+
+        def forward(self, X):
+            h = self.fc1(X)
+            return self.fc2(torch.maximum(h, torch.zeros_like(h)))
+
+    result = grade_impl(STEM, "MyFirstNetwork", MaxRelu)
+    failed = [v.label for v in result.cases if not v.passed]
+    assert failed and all("ReLU at exactly 0" in label for label in failed), failed

@@ -1,0 +1,90 @@
+"""A forward pass on a simulated CUDA device, for machines without a GPU.
+
+The meta device catches code that makes a tensor on the CPU and mixes it
+with the inputs, but not code that moves everything to the CPU: on meta,
+`.cpu()` raises, and the case is inconclusive. Under torch's
+`FakeTensorMode`, `torch.empty(..., device="cuda")` is a fake CUDA tensor on
+a CPU-only torch: mixing it with a CPU tensor raises
+FakeTensorDeviceMismatchError, `.cpu()` returns a tensor on the CPU (which
+the device comparison then sees), and data-dependent code (`.item()`, masks,
+`nonzero`) raises, which says nothing about the code (inconclusive, as on
+meta).
+
+Recording autograd on a fake CUDA tensor aborts the process on a CPU-only
+build (c10 cannot find a CUDA device guard), so the pass runs under
+`torch.inference_mode()`: no graph is ever recorded, even where the code
+turns grad mode on itself, and `backward()` or `torch.autograd.grad` raise an
+ordinary RuntimeError. Only forward outputs are compared (shape, dtype,
+device), never values: fake tensors have none. A probe may say how it runs on
+a fake device (`run_fake`): the optimizer probe sets each gradient itself and
+takes two steps, no autograd needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import Any
+
+import torch
+
+def fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode()
+
+
+def is_fake(t: Any) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+@contextlib.contextmanager
+def simulated_cuda():
+    """inference mode (no autograd graph, so no abort) and the fake tensor mode, with torch's
+    fake-tensor logger silenced: it logs every op that fails (a device mismatch) to stderr
+    before raising, and under `nbgrader autograde` any stderr output scores the cell 0."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        with torch.inference_mode(), fake_mode() as mode:
+            yield mode
+    finally:
+        logger.disabled = disabled
+
+
+# What only a simulated CUDA device raises: no data (.item(), masks, nonzero, numpy), no CUDA
+# kernels (.cuda() of a CPU tensor, a module's .to()), no autograd (inference mode). Such an
+# error says nothing about the code; anything else (a device mismatch, NotImplementedError) does.
+_FAKE_ONLY = re.compile(r"DataDependentOutput|DynamicOutputShape|UnsupportedOperator|not linked with support for "
+                        r"cuda|Torch not compiled with CUDA|tensor subclass|fake|does not require grad|"
+                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense", re.IGNORECASE)
+_MISMATCH = re.compile(r"same device|two devices|expected device", re.IGNORECASE)
+NOT_RUN = "could not run on the simulated device (data-dependent code): not graded there"
+SUFFIX = " on a CUDA device"
+
+
+def fake_only(error: str) -> bool:
+    """An error only the simulated device raises (and not a device mismatch)."""
+    return bool(_FAKE_ONLY.search(error)) and not _MISMATCH.search(error)
+
+
+def run_on_fake_cuda(probe, impl, case, watch) -> dict[str, Any]:
+    """The case in full on its own (CPU) tensors, as any case: errors, forbidden calls,
+    gradients; then its forward pass again with every tensor replaced by a fake CUDA tensor
+    of its shape and dtype, whose outputs are added as "<output> on a CUDA device" (their
+    device is what is compared). A device mismatch there raises; an error only a fake device
+    raises leaves those outputs NOT_RUN (inconclusive)."""
+    values = dict(probe.run(impl, case, watch))
+    try:
+        with simulated_cuda():
+            fake = case.map_tensors(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cuda"))
+            on_fake = getattr(probe, "run_fake", probe.run)(impl, fake, watch)
+    except Exception as exc:  # noqa: BLE001 - the error is a result, or says nothing
+        if not fake_only(f"{type(exc).__name__}: {exc}"):
+            raise
+        on_fake = None
+    for key in [k for k in values if not k.startswith("gradient")]:  # the same keys for every answer
+        values[key + SUFFIX] = NOT_RUN if on_fake is None else on_fake.get(key, NOT_RUN)
+    return values

@@ -82,6 +82,7 @@ def _grad_of_grad_reset(fn, x):
 
 GRAD_OF = Check(
     name="grad_of",
+    fake_cuda_case=False,  # autograd runs inside the graded code: on a simulated GPU it aborts
     target="grad_of",
     make_cases=_grad_of_cases,
     probe=GradOfProbe(),
@@ -213,6 +214,7 @@ def _descend(loss_fn, x0, lr, steps, *, zero=True, sign=-1.0, snapshot=lambda x:
 
 GRADIENT_DESCENT = Check(
     name="gradient_descent",
+    fake_cuda_case=False,  # autograd runs inside the graded code: on a simulated GPU it aborts
     target="gradient_descent",
     make_cases=_descent_cases,
     probe=DescentProbe(),

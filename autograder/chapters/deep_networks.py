@@ -57,6 +57,7 @@ def _linears(net):
 
 GRAD_NORMS = Check(
     name="layer_grad_norms",
+    fake_cuda_case=False,  # autograd runs inside the graded code: on a simulated GPU it aborts
     target="layer_grad_norms",
     make_cases=_grad_norm_cases,
     probe=ModelDiagnosticProbe("grad_norms"),

@@ -136,6 +136,7 @@ class Check:
                 )
             )
         fake = self.meta_case if self.fake_cuda_case is None else self.fake_cuda_case
+        fake = fake and getattr(self.probe, "fake_cuda", False)  # probes that run there deterministically
         if fake and first is not None and torch.device(device).type == "cpu":
             # without a GPU, a simulated one (probes/fake_cuda.py)
             out.append(replace(first, label=FAKE_CUDA_LABEL, shape_only=True, fake_cuda=True, edge=""))

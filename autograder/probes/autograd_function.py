@@ -49,6 +49,8 @@ class AutogradFunctionProbe:
     """Calls `impl.apply(*case.args)`; returns the output and the gradients of
     the arguments named in `grad` (name -> position in args)."""
 
+    fake_cuda = True  # runs on a simulated CUDA device (probes/fake_cuda.py)
+
     grad: tuple[tuple[str, int], ...] = (("input", 0),)
 
     def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:

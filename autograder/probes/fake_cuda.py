@@ -59,7 +59,8 @@ def simulated_cuda():
 # error says nothing about the code; anything else (a device mismatch, NotImplementedError) does.
 _FAKE_ONLY = re.compile(r"DataDependentOutput|DynamicOutputShape|UnsupportedOperator|not linked with support for "
                         r"cuda|Torch not compiled with CUDA|tensor subclass|fake|does not require grad|"
-                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense", re.IGNORECASE)
+                        r"inference (tensor|mode)|Couldn't swap|_local_scalar_dense|from the 'CUDA' backend",
+                        re.IGNORECASE)
 _MISMATCH = re.compile(r"same device|two devices|expected device", re.IGNORECASE)
 NOT_RUN = "could not run on the simulated device (data-dependent code): not graded there"
 SUFFIX = " on a CUDA device"

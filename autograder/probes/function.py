@@ -16,6 +16,8 @@ class FunctionProbe:
     gradients of the output with respect to the arguments named in `grad`
     (name -> position in args)."""
 
+    fake_cuda = True  # runs on a simulated CUDA device (probes/fake_cuda.py)
+
     grad: tuple[tuple[str, int], ...] = (("input", 0),)
 
     def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:

@@ -209,6 +209,8 @@ def state_problem(opt, params) -> str:
 class OptimizerProbe:
     """Runs an optimizer class on a case; see the module docstring."""
 
+    fake_cuda = True  # runs on a simulated CUDA device (probes/fake_cuda.py)
+
     def run(self, impl, case, watch=None) -> dict[str, Any]:
         kw = case.kwargs
         loss_of = PROBLEMS[kw["problem"]].loss

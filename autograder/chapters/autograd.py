@@ -116,7 +116,8 @@ def _abs_cases(gen, *, device, dtype):
         x = randn(gen, *shape, dtype=dtype, device=device, scale=2.0)
         cases.append(Case(f"input of shape {shape} ({_dt(dtype)})", (x,), {}, dtype))
     zero = torch.tensor(AT_ZERO, dtype=dtype, device=device)
-    cases.append(Case(f"input {AT_ZERO} ({_dt(dtype)}): exactly 0 (and -0.0) among them", (zero,), {}, dtype))
+    cases.append(Case(f"input {AT_ZERO} ({_dt(dtype)}): exactly 0 (and -0.0) among them", (zero,), {}, dtype,
+                      edge="zero"))
     big = torch.tensor(EXTREME, dtype=dtype, device=device)
     cases.append(Case(f"input {EXTREME} ({_dt(dtype)})", (big,), {}, dtype))
     return cases

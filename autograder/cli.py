@@ -15,7 +15,7 @@ def _grade(args) -> int:
                     hide=tuple(args.hide) + ((gradebook,) if gradebook else ()))
     results = grade_class(args.stem, submissions=Path(args.submissions), out=Path(args.out), device=args.device,
                           jobs=args.jobs, shard=args.shard, students=args.student or None,
-                          sandboxed=not args.no_sandbox, limits=limits)
+                          sandboxed=not args.no_sandbox, limits=limits, resume=args.resume)
     # (grade_class prints the summary: each status, the time taken, the slowest submissions)
     print(f"results in {Path(args.out) / 'results' / args.stem}")
     code = _instructor_outputs(args, results)
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check-timeout", type=float, default=Limits.check_timeout,
                    help="wall-clock seconds for all cases of one check; past it, the check's remaining cases "
                         "fail (default: %(default)g; the reference answers every check in well under 1 s)")
+    g.add_argument("--resume", action="store_true",
+                   help="keep the results of students already graded from the same notebook and checks (an "
+                        "interrupted run of a large class goes on where it stopped); grader errors are graded again")
     g.add_argument("--no-sandbox", action="store_true",
                    help="run submissions in this process (trusted code only; for debugging)")
     g.add_argument("--hide", action="append", default=[], metavar="PATH",

@@ -12,7 +12,9 @@ same score.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 import stat
 import threading
@@ -28,7 +30,9 @@ from autograder.compare import CaseVerdict, decide_case
 from autograder.course import course_root, source_notebook
 from autograder.execute import run_cell, to_python
 from autograder.executor import Executor, GradedCodeError, InProcess
-from autograder.notebook import NotebookError, locked_cells, read_cells, restore_locked, structure_problems
+from autograder import __version__
+from autograder.notebook import (NotebookError, ReadLimits, locked_cells, read_cells, read_regular_file, restore_locked,
+                                 structure_problems)
 from autograder.probes import run_probe
 from autograder.problems import Problem
 from autograder.reference import check_points, reference_namespace, visible_tests
@@ -106,6 +110,7 @@ class Grader:
         ns = reference_namespace(stem)
         self.visible = visible_tests(stem)
         self.source_cells = read_cells(source_notebook(stem))
+        self.source_digest = hashlib.sha256(source_notebook(stem).read_bytes()).hexdigest()
         # Visible tests the grader runs itself, the graded functions called in the sandbox:
         # those that name no graded class (a class cannot be called across the boundary).
         self._reference = ns
@@ -327,7 +332,8 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
 
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,
                 shard: str | None = None, students: list[str] | None = None, sandboxed: bool = True,
-                progress: bool | None = None, limits: Limits | None = None) -> list[SubmissionResult]:
+                progress: bool | None = None, limits: Limits | None = None,
+                resume: bool = False) -> list[SubmissionResult]:
     """Grade every DIR/<student_id>/<stem>/ notebook; write OUT/results and OUT/grades.csv."""
     i, n = parse_shard(shard)
     everyone = students if students is not None else list_students(submissions)
@@ -346,6 +352,11 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
         results: list[SubmissionResult] = []
 
         def one(student: str) -> SubmissionResult:
+            mark = fingerprint(grader, Path(submissions) / student / stem)
+            if resume:
+                done = previous_result(out, stem, student, mark)
+                if done is not None:
+                    return done
             try:
                 res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
                                        limits=limits, zygote=zygote)
@@ -353,6 +364,7 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
                 res = grader_error(grader, student, "grading", exc)
             try:
                 conclude(res, Path(submissions) / student / stem)  # its status, from its problems; its timestamp
+                res.fingerprint = mark
                 write_result(out, res)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the run goes on
                 res = grader_error(grader, student, "recording", exc)
@@ -378,6 +390,29 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
                          f"{exc.strerror or exc}; the results under {Path(out) / 'results'} are kept: free the disk "
                          "or fix the permissions, then run `python -m autograder report --out ...`") from None
     return results
+
+
+def fingerprint(grader: Grader, folder: Path) -> str:
+    """What a result was graded from: the submitted notebook's bytes (or its absence), the
+    source notebook and this package's version. A re-run with `resume` skips a student whose
+    result carries the same fingerprint (and was not a grader error)."""
+    digest = hashlib.sha256(f"{__version__}|{grader.stem}|{grader.source_digest}|".encode())
+    notebook, _ = find_notebook(folder, grader.stem)
+    try:
+        digest.update(read_regular_file(notebook, ReadLimits().max_bytes) if notebook else b"<none>")
+    except NotebookError as exc:
+        digest.update(str(exc).encode())
+    return digest.hexdigest()
+
+
+def previous_result(out: Path, stem: str, student: str, mark: str) -> SubmissionResult | None:
+    """The result a previous run wrote for `student` when it was graded from the same fingerprint."""
+    path = Path(out) / "results" / stem / f"{student}.json"
+    try:
+        result = SubmissionResult.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return result if result.fingerprint == mark and result.status != "grader-error" else None
 
 
 def check_writable(out: Path) -> None:

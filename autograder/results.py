@@ -73,6 +73,7 @@ class SubmissionResult:
     status: str = "graded"  # a key of STATUSES, set by `conclude` from the problems' kinds
     max_score: float = 0.0
     timestamp: str | None = None  # the submission's timestamp.txt (nbgrader collect writes it), as written
+    fingerprint: str | None = None  # what was graded and by what (grading.fingerprint): `grade --resume` skips a match
 
     @property
     def ran(self) -> bool:
@@ -94,7 +95,8 @@ class SubmissionResult:
                   for c in d.get("checks", [])]
         return cls(d["student_id"], d["assignment"], d.get("notebook"), checks,
                    [Problem.from_json(p) for p in d.get("problems", [])],
-                   d.get("status", "graded"), float(d.get("max_score", 0.0)), d.get("timestamp"))
+                   d.get("status", "graded"), float(d.get("max_score", 0.0)), d.get("timestamp"),
+                   d.get("fingerprint"))
 
     def troubles(self) -> list[tuple[str, str]]:
         """(kind, what) for everything that went wrong beyond wrong answers, kind from PROBLEM_KINDS:

@@ -257,3 +257,29 @@ def test_a_fault_in_one_stage_is_that_students_grader_error(tmp_path, monkeypatc
     assert any(p["kind"] == "grader-error" and "injected fault" in p["text"] or "No space" in p["text"]
                for p in victim["problems"]), victim["problems"]
     assert (out / "feedback" / "alice" / f"{STEM}.html").is_file() and (out / "report.html").is_file()
+
+
+def test_an_interrupted_run_resumes_with_the_students_not_yet_graded(tmp_path):
+    """--resume keeps a result graded from the same notebook (and checks); a changed notebook,
+    a student without a result and a grader error are graded again."""
+    subs, out = tmp_path / "s", tmp_path / "o"
+    for student in ("done", "changed", "failed", "new"):
+        _write(subs, student, SOLUTION)
+    first = {r.student_id: r for r in grade_class(STEM, submissions=subs, out=out, jobs=2, limits=LIMITS,
+                                                  students=["done", "changed", "failed"])}
+    assert all(r.fingerprint for r in first.values())
+    failed = json.loads((out / "results" / STEM / "failed.json").read_text())
+    failed["status"] = "grader-error"
+    (out / "results" / STEM / "failed.json").write_text(json.dumps(failed))
+    done = json.loads((out / "results" / STEM / "done.json").read_text())
+    done["problems"] = [{"kind": "notebook", "text": "marker: kept from the first run"}]
+    (out / "results" / STEM / "done.json").write_text(json.dumps(done))
+    _write(subs, "changed", _notebook_with(_append_to("l1_loss", "def l1_loss(input, target, reduction='mean'):\n"
+                                                                  "    return input.sum() * 0")))
+    again = {r.student_id: r for r in grade_class(STEM, submissions=subs, out=out, jobs=2, limits=LIMITS,
+                                                  resume=True)}
+    assert sorted(again) == ["changed", "done", "failed", "new"]
+    assert any("marker: kept from the first run" in p for p in again["done"].problems)  # not graded again
+    assert again["changed"].score < 16 and again["failed"].status == "graded" and again["new"].score == 16
+    rows = (out / "grades.csv").read_text().splitlines()
+    assert len(rows) == 5

@@ -44,11 +44,73 @@ class PublishError(Exception):
 
 
 def _public_text(root: Path) -> str:
-    """Everything students may see anyway: the released notebooks and the book's chapters."""
-    parts = [release_notebook(s, root).read_text() for s in stems(root)]
+    """Everything students may see anyway: the released notebooks' cells (as text, not as JSON, whose
+    escaped quotes would hide a line such as `if reduction == "mean":`), the book's chapters, and every
+    catalogued mistake's name and hint (the common-mistakes boxes and the feedback show them)."""
+    from autograder.catalogue import catalogue
+
+    parts = []
+    for stem in stems(root):
+        nb = json.loads(release_notebook(stem, root).read_text())
+        parts += ["".join(cell.get("source", "")) for cell in nb.get("cells", [])]
+        try:
+            parts += [f"{name}: {hint}" for _, mistakes in catalogue(stem) for name, hint in mistakes]
+        except Exception:  # noqa: BLE001 - a stem without checks has no catalogue
+            pass
     parts += [p.read_text() for p in sorted((root / "book").glob("*.md"))]
     text = "\n".join(parts)
     return text + "\n" + text.replace("`", "") + "\n" + json.dumps(text)
+
+
+HIDDEN_TAGS = {"remove-cell", "remove-input"}
+_GRADER_IMPORT = re.compile(r"^\s*(from|import)\s+autograder\b", re.M)
+_MD_CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(?P<body>.*?)^```[ \t]*\n?", re.M | re.S)
+
+
+def _md_cell_options(body: str) -> str:
+    """The options of a MyST code cell: its leading `:key: value` lines, or its `---` YAML block."""
+    if body.startswith("---\n"):
+        return body[:body.find("\n---", 3) + 4]
+    return "\n".join(ln for ln in body.splitlines()[:5] if ln.startswith(":"))
+
+
+def strip_grader_cells(sources: Path) -> int:
+    """The book's downloadable page sources (`_sources/`) without the hidden cells that import the
+    grader (the common-mistakes box, the capstone's glued constants): a downloaded page then runs with
+    torch, numpy and matplotlib alone, and holds no line of the grading code. A hidden cell's output
+    stays (the box, as the page shows it); a visible cell that imports the grader is left for the scan
+    to refuse. Returns how many cells were stripped."""
+    stripped = 0
+    for path in sorted(Path(sources).rglob("*")):
+        if path.suffix == ".ipynb":
+            nb = json.loads(path.read_text())
+            cells = []
+            for cell in nb.get("cells", []):
+                tags = set(cell.get("metadata", {}).get("tags", []))
+                if (cell.get("cell_type") == "code" and tags & HIDDEN_TAGS
+                        and _GRADER_IMPORT.search("".join(cell.get("source", "")))):
+                    stripped += 1
+                    if "remove-cell" in tags or not cell.get("outputs"):
+                        continue
+                    cell = {**cell, "source": ""}
+                cells.append(cell)
+            if len(cells) != len(nb.get("cells", [])) or cells != nb.get("cells", []):
+                path.write_text(json.dumps({**nb, "cells": cells}, indent=1))
+        elif path.suffix == ".md":
+            text = path.read_text()
+
+            def drop(m: re.Match) -> str:
+                nonlocal stripped
+                if _GRADER_IMPORT.search(m["body"]) and re.search(r"remove-(cell|input)",
+                                                                  _md_cell_options(m["body"])):
+                    stripped += 1
+                    return ""
+                return m[0]
+
+            new = _MD_CODE_CELL.sub(drop, text)
+            if new != text:
+                path.write_text(new)
+    return stripped
 
 
 def secret_lines(root: Path | None = None) -> dict[str, list[str]]:
@@ -179,6 +241,8 @@ def publish(dest: Path, *, html: Path | None = None, root: Path | None = None,
     _clear(dest)
     shutil.copytree(html, dest / "docs", ignore=shutil.ignore_patterns(".buildinfo", ".doctrees"))
     (dest / "docs" / ".nojekyll").write_text("")
+    if (dest / "docs" / "_sources").is_dir():
+        strip_grader_cells(dest / "docs" / "_sources")
     for stem in stems(root):
         target = dest / "exercises" / stem / f"{stem}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -121,3 +121,59 @@ def test_the_real_book_publishes_clean(tmp_path):
     targets = launch_targets(tmp_path / "public")
     assert {repo for _, repo, _ in targets} == {_config_repository()}
     assert {path for _, _, path in targets} == {f"exercises/{s}/{s}.ipynb" for s in stems()}
+
+
+def _book_page_sources(html: Path) -> Path:
+    """A book page's downloadable sources, as jupyter-book writes them: the MyST page and its notebook,
+    with a hidden common-mistakes cell (output kept), a removed glue cell, and a visible cell."""
+    src = html / "_sources" / "book"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "page.md").write_text(
+        "# A page\n\n```{code-cell} ipython3\nimport torch\ntorch.ones(2)\n```\n\n"
+        "```{code-cell} ipython3\n---\ntags: [remove-input]\nmystnb:\n  markdown_format: myst\n---\n"
+        "from autograder.catalogue import common_mistakes\n\ncommon_mistakes(\"losses\")\n```\n\n"
+        "```{code-cell} ipython3\n:tags: [remove-cell]\nfrom autograder.chapters.capstone import BUDGET_S\n"
+        "glue(\"budget_s\", BUDGET_S, display=False)\n```\n\nThe end.\n")
+    box = {"output_type": "execute_result", "execution_count": 2, "metadata": {},
+           "data": {"text/markdown": "**Common mistakes** ..."}}
+    cells = [{"cell_type": "code", "metadata": {}, "source": "import torch\ntorch.ones(2)", "outputs": []},
+             {"cell_type": "code", "metadata": {"tags": ["remove-input"]}, "outputs": [box],
+              "source": "from autograder.catalogue import common_mistakes\n\ncommon_mistakes(\"losses\")"},
+             {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "outputs": [],
+              "source": "from autograder.chapters.capstone import BUDGET_S\nglue('budget_s', BUDGET_S)"}]
+    (src / "page.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                                "nbformat_minor": 5}))
+    return src
+
+
+def test_downloadable_page_sources_lose_the_hidden_cells_that_import_the_grader(tmp_path):
+    """A book page's hidden cells that import the grader (the mistakes box, glued constants) are
+    stripped from its published sources, the box's output kept: a downloaded page runs without the
+    grader, and the publish is clean."""
+    html = fake_book(tmp_path)
+    _book_page_sources(html)
+    dest = tmp_path / "public"
+    publish(dest, html=html, repository=REPO)
+    md = (dest / "docs" / "_sources" / "book" / "page.md").read_text()
+    assert "autograder" not in md and "torch.ones(2)" in md and "The end." in md
+    nb = json.loads((dest / "docs" / "_sources" / "book" / "page.ipynb").read_text())
+    assert [c["source"] for c in nb["cells"]] == ["import torch\ntorch.ones(2)", ""]
+    assert nb["cells"][1]["outputs"][0]["data"]["text/markdown"].startswith("**Common mistakes**")
+    # the built book's own tree is not touched
+    assert "from autograder" in (html / "_sources" / "book" / "page.md").read_text()
+
+
+def test_a_visible_cell_that_imports_the_grader_is_refused(tmp_path):
+    html = fake_book(tmp_path)
+    src = _book_page_sources(html)
+    (src / "page.md").write_text("```{code-cell} ipython3\nfrom autograder.catalogue import catalogue\n```\n")
+    with pytest.raises(PublishError, match="page.md: 'from autograder'"):
+        publish(tmp_path / "public", html=html, repository=REPO)
+
+
+def test_what_students_see_anyway_is_no_secret():
+    """A line the released notebook shows (quotes and all, not as escaped JSON) and a catalogued hint
+    that quotes code are public: publishing them is no leak."""
+    secrets = {ln for lines in secret_lines().values() for ln in lines}
+    assert 'if reduction == "mean":' not in secrets  # the released losses notebook gives apply_reduction
+    assert "closure = torch.enable_grad()(closure)" not in secrets  # LBFGS's hint quotes it

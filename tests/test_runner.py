@@ -184,4 +184,4 @@ def test_the_sandbox_and_a_kernel_agree_on_every_catalogued_mistake(stem, tmp_pa
     for r in grade_class(stem, submissions=subs, out=tmp_path / "out", device="cpu", jobs=2, progress=False):
         kernel = grade_submission(grader, r.student_id, subs / r.student_id / stem, sandboxed=False)
         assert [(c.name, c.points, c.note is None) for c in r.checks] == \
-            [(c.name, c.points, c.note is None) for c in kernel.checks], r.student_id
+            [(c.name, c.points, c.note is None) for c in kernel.checks], (r.student_id, r.status, [str(p) for p in r.problems], kernel.status)

@@ -48,8 +48,9 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def _outputs(out: Path) -> dict[str, str]:
     """What a grading run leaves that must not depend on how the class was split: grades.csv,
-    lms_grades.csv, every student's results JSON and feedback."""
-    files = [out / "grades.csv", out / "lms_grades.csv", *(out / "results").rglob("*.json"),
+    the LMS files, every student's results JSON and feedback."""
+    files = [out / "grades.csv", out / "canvas_grades.csv", out / "moodle_grades.csv", out / "lms_report.csv",
+             *(out / "results").rglob("*.json"),
              *(out / "feedback").rglob("*.txt"), *(out / "feedback").rglob("*.html")]
     return {str(p.relative_to(out)): p.read_text() for p in sorted(files)}
 
@@ -304,7 +305,7 @@ def test_a_slurm_array_grades_the_class_in_shards(sharded):
     assert sharded["array"] == ["COMPLETED"] * SHARDS, sharded["logs"]
     assert sharded["report"] == ["COMPLETED"], sharded["logs"]
     shards = [log for name, log in sharded["logs"].items() if name.startswith("grade-")]
-    counts = [int(n) for log in shards for n in re.findall(r"graded (\d+) submissions of", log)]
+    counts = [int(n) for log in shards for n in re.findall(r"\w+: (\d+) submissions? in [\d.]+ s", log)]
     assert counts == [len(CLASS) // SHARDS] * SHARDS, shards  # each task graded its own third of the class
     assert not [log for log in shards if "warning: grading sandbox" in log]  # namespaces work under slurmd
 

@@ -142,3 +142,15 @@ def test_a_check_without_a_case_at_zero_fails_the_kink_test(monkeypatch):
     monkeypatch.setattr(me, "load_checks", lambda stem: {"l1_loss": flat})
     with pytest.raises(AssertionError, match="no case at 0"):
         test_every_differentiable_check_has_a_case_at_zero("losses", "l1_loss")
+
+
+@pytest.mark.parametrize("stem", ALL_STEMS)
+def test_the_notebook_states_that_failing_visible_tests_score_zero(stem):
+    """The grader (as nbgrader) scores 0 for an exercise whose visible tests raise, however many
+    hidden cases pass (grading.Grader.grade_check): the released notebook says so before any exercise."""
+    from autograder.course import release_notebook
+
+    nb = json.loads(release_notebook(stem).read_text())
+    first_check = next(i for i, c in enumerate(nb["cells"]) if (grade_id_of(c) or "").startswith("check_"))
+    text = " ".join("".join(c["source"]) for c in nb["cells"][:first_check] if c["cell_type"] == "markdown")
+    assert re.search(r"visible tests fail.{0,40}\s+scores\s+0", " ".join(text.split())), stem

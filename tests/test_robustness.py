@@ -283,3 +283,30 @@ def test_an_interrupted_run_resumes_with_the_students_not_yet_graded(tmp_path):
     assert again["changed"].score < 16 and again["failed"].status == "graded" and again["new"].score == 16
     rows = (out / "grades.csv").read_text().splitlines()
     assert len(rows) == 5
+
+
+@pytest.mark.parametrize("failures", [1, 99])
+def test_a_child_that_fails_to_start_is_tried_again_then_a_grader_error(tmp_path, monkeypatch, failures):
+    """Before any student code runs, a child that does not start is the machine's fault (e.g. the
+    kernel has not yet freed the namespaces of ended children): it is started again; only when it
+    keeps failing is the submission a grader error (graded again later), never a score of 0."""
+    from autograder.sandbox import handle
+
+    subs, out = tmp_path / "s", tmp_path / "o"
+    for student in ("alice", "bob"):
+        _write(subs, student, SOLUTION)
+    original, seen = handle.ZygoteHandle.spawn, {"n": 0}
+
+    def flaky(self):
+        seen["n"] += 1
+        if seen["n"] <= failures:
+            raise handle.SandboxError("could not start a grading child: injected")
+        return original(self)
+    monkeypatch.setattr(handle.ZygoteHandle, "spawn", flaky)
+    results = {r.student_id: r for r in grade_class(STEM, submissions=subs, out=out, jobs=1, limits=LIMITS)}
+    if failures == 1:
+        assert [results[s].status for s in ("alice", "bob")] == ["graded", "graded"]
+        assert results["alice"].score == results["bob"].score == 16
+    else:
+        assert {r.status for r in results.values()} == {"grader-error"}
+        assert all("did not start (3 attempts" in str(r.problems) for r in results.values())

@@ -32,6 +32,9 @@ _CUDA_ERROR = re.compile(r"CUDA error|cudaError|CUBLAS_STATUS|CUDNN_STATUS|devic
                          r"an illegal memory access", re.IGNORECASE)
 
 
+START_ATTEMPTS = 3  # tries to start a child before the submission is a grader error
+
+
 class SandboxedSubmission:
     """One submission's child process, restarted past cells that kill it."""
 
@@ -70,14 +73,21 @@ class SandboxedSubmission:
         if time.monotonic() >= self._deadline:
             self._out_of_time()
         self.children += 1
-        self.pid, self.pidfd, sock = self.zygote.spawn()
-        self.conn = Channel(sock, limit=MAX_MESSAGE)
-        try:
-            hello = self._receive(self.limits.cell_timeout)
-        except ChildLost as lost:
-            raise SandboxError(f"a grading child did not start: it {lost}") from None
-        if hello.get("kind") != "ready":
-            raise SandboxError("a grading child did not start")
+        for attempt in range(START_ATTEMPTS):  # no student code has run yet: a failed start is the machine's
+            try:
+                self.pid, self.pidfd, sock = self.zygote.spawn()
+                self.conn = Channel(sock, limit=MAX_MESSAGE)
+                hello = self._receive(self.limits.cell_timeout)
+                if hello.get("kind") == "ready":
+                    return
+                why = "said something else than ready"
+            except (ChildLost, SandboxError) as exc:
+                if self.spent is not None:  # the submission's time budget ran out meanwhile
+                    raise
+                why = str(exc)
+            self._kill()
+            time.sleep(0.2 * (attempt + 1))  # e.g. namespaces of ended children not yet freed by the kernel
+        raise SandboxError(f"a grading child did not start ({START_ATTEMPTS} attempts; the last {why})")
 
     def _alive(self) -> bool:
         if self.pid is None:

@@ -27,11 +27,7 @@ def test_every_check_has_at_least_three_known_mistakes(stem, name):
     assert len(grader(stem).checks[name].mistakes) >= 3
 
 
-_NO_COMBINATION_YET = {"tensors": "its checks are being rewritten (the amax exercise)",
-                       "autograd": "a new chapter: its combined mistakes are still to write",
-                       "capstone": "a new chapter: its combined mistakes are still to write",
-                       "deep_networks": "a new chapter: its combined mistakes are still to write",
-                       "activations": "its checks are being rewritten (the chapter is split in two)"}
+_NO_COMBINATION_YET = {"capstone": "a new chapter: its combined mistakes are still to write"}
 
 
 @pytest.mark.parametrize("stem", [pytest.param(s, marks=[pytest.mark.xfail(reason=_NO_COMBINATION_YET[s],

@@ -383,6 +383,11 @@ class _PReLUIdentityAtZero(_PReLUBase):
         return torch.where(input >= 0, input, self.slope(input) * input)
 
 
+class _PReLUReluDifference(_PReLUBase):
+    def forward(self, input):
+        return torch.relu(input) - self.slope(input) * torch.relu(-input)
+
+
 class _PReLUDetached(_PReLUBase):
     def forward(self, input):
         return torch.where(input > 0, input, self.slope(input).detach() * input)
@@ -409,6 +414,9 @@ PRELU = Check(
                 "in forward.", _PReLUDetached),
         Mistake("identity-at-zero", "At exactly 0 torch's PReLU takes the negative side: the input's gradient "
                 "there is the slope, not 1. Test input > 0, not input >= 0.", _PReLUIdentityAtZero),
+        Mistake("relu-difference-at-zero", "relu(x) - a * relu(-x) has the right values, but at exactly 0 both "
+                "relus pass gradient 0, where torch's PReLU passes the slope a. Use torch.where(input > 0, input, "
+                "a * input).", _PReLUReluDifference),
     ),
 )
 

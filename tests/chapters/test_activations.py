@@ -161,16 +161,6 @@ def _tanh_expm1(input):
     return torch.where(input >= 0, t, -t)
 
 
-class _PReLUViaRelu(nn.Module):
-    def __init__(self, num_parameters=1, init=0.25):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_parameters).fill_(init))
-
-    def forward(self, input):
-        a = self.weight.view(-1, *([1] * (input.dim() - 2))) if input.dim() >= 2 else self.weight
-        return torch.relu(input) - a * torch.relu(-input)
-
-
 class _SigmoidSavesInput(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input):
@@ -239,7 +229,6 @@ ALTERNATIVES = [
         input - input.amax(dim, keepdim=True)
         - torch.log(torch.exp(input - input.amax(dim, keepdim=True)).sum(dim, keepdim=True))),
         id="softmax:exp-of-log-softmax"),
-    pytest.param("PReLU", _PReLUViaRelu, id="PReLU:relu-difference"),
     pytest.param("SigmoidFunction", _SigmoidSavesInput, id="SigmoidFunction:saves-input"),
     pytest.param("SigmoidFunction", _SigmoidSetupContext, id="SigmoidFunction:setup-context"),
     pytest.param("ReLUFunction", _ReLUMaskedFill, id="ReLUFunction:masked-fill"),

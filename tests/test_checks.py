@@ -27,16 +27,7 @@ def test_every_check_has_at_least_three_known_mistakes(stem, name):
     assert len(grader(stem).checks[name].mistakes) >= 3
 
 
-_NO_COMBINATION_YET = {"tensors": "its checks are being rewritten (the amax exercise)",
-                       "autograd": "a new chapter: its combined mistakes are still to write",
-                       "capstone": "a new chapter: its combined mistakes are still to write",
-                       "deep_networks": "a new chapter: its combined mistakes are still to write",
-                       "activations": "its checks are being rewritten (the chapter is split in two)"}
-
-
-@pytest.mark.parametrize("stem", [pytest.param(s, marks=[pytest.mark.xfail(reason=_NO_COMBINATION_YET[s],
-                                                                           strict=False)]
-                                               if s in _NO_COMBINATION_YET else []) for s in ALL_STEMS])
+@pytest.mark.parametrize("stem", ALL_STEMS)
 def test_every_chapter_catalogues_code_with_several_mistakes(stem):
     """Real code has several bugs at once: each chapter has at least one combination
     (checks.combined), and test_known_mistake_loses_points_with_its_hint proves it gets a hint per part."""

@@ -13,11 +13,12 @@ the gradient decides: relu'(0) = 0, leaky_relu'(0) = negative_slope.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes import FunctionProbe
 from autograder.probes.activation_module import ActivationModuleProbe
@@ -47,9 +48,11 @@ def _unary_cases(gen, *, device, dtype, extra_kwargs=({},)):
             x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
             cases.append(Case(_label(shape, dtype, **kw), (x,), dict(kw), dtype))
         big = torch.tensor(EXTREME, dtype=dtype, device=device)
-        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype))
+        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype,
+                          edge="extreme"))
         zero = torch.tensor(AT_ZERO, dtype=dtype, device=device)
-        cases.append(Case(_label(zero.shape, dtype, **kw, values="exactly 0 among them"), (zero,), dict(kw), dtype))
+        cases.append(Case(_label(zero.shape, dtype, **kw, values="exactly 0 among them"), (zero,), dict(kw), dtype,
+                          edge="zero"))
     return cases
 
 
@@ -193,6 +196,12 @@ LEAKY_RELU = Check(
 )
 
 
+# code with two mistakes at once: a hint for each (checks.combined)
+LEAKY_RELU = replace(LEAKY_RELU, mistakes=LEAKY_RELU.mistakes + (combined(
+    lambda input, negative_slope=0.01: torch.where(input >= 0, input, 0.01 * input),
+    *(m for m in LEAKY_RELU.mistakes if m.name in ("slope-ignored", "identity-at-zero"))),))
+
+
 # -- gelu ------------------------------------------------------------------------------
 
 def _gelu_cases(gen, *, device, dtype):
@@ -205,7 +214,11 @@ def _gelu_cases(gen, *, device, dtype):
         mid = torch.tensor([-3.0, -2.7, -2.0, -1.0, 1.0, 2.0, 2.7, 3.0], dtype=dtype, device=device)
         cases.append(Case(_label(mid.shape, dtype, **kw, values="|x| in 1..3"), (mid,), dict(kw), dtype))
         big = torch.tensor(EXTREME, dtype=dtype, device=device)
-        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype))
+        cases.append(Case(_label(big.shape, dtype, **kw, values="extreme (±1000)"), (big,), dict(kw), dtype,
+                          edge="extreme"))
+        zero = torch.tensor(AT_ZERO, dtype=dtype, device=device)  # gelu(0) = 0, gelu'(0) = 0.5
+        cases.append(Case(_label(zero.shape, dtype, **kw, values="exactly 0 among them"), (zero,), dict(kw), dtype,
+                          edge="zero"))
     return cases
 
 
@@ -263,7 +276,11 @@ def _softmax_cases(gen, *, device, dtype):
     big = torch.tensor([[1000.0, 0.0, -1000.0], [-1000.0, -999.0, -1001.0], [500.0, 500.0, 499.0]],
                        dtype=dtype, device=device)
     for dim in (1, 0):
-        cases.append(Case(_label((3, 3), dtype, dim=dim, logits="extreme (±1000)"), (big,), {"dim": dim}, dtype))
+        cases.append(Case(_label((3, 3), dtype, dim=dim, logits="extreme (±1000)"), (big,), {"dim": dim}, dtype,
+                          edge="extreme"))
+    # a row of zero logits (uniform probabilities) and zeros among others
+    zero = torch.tensor([[0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 2.0]], dtype=dtype, device=device)
+    cases.append(Case(_label((2, 4), dtype, dim=1, logits="zero logits"), (zero,), {"dim": 1}, dtype, edge="zero"))
     return cases
 
 
@@ -308,6 +325,12 @@ def _prelu_cases(gen, *, device, dtype):
         what = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "default arguments"
         cases.append(Case(f"PReLU({what}) on an input of shape {shape} ({_dt(dtype)})", (x, target), kwargs,
                           dtype))
+    # inputs of exactly 0: torch takes the negative side there (the input's gradient is the slope)
+    zero = torch.tensor([[-1.0, 0.0, 2.0], [0.0, 0.5, 0.0]], dtype=dtype, device=device)
+    target = randn(gen, 2, 3, dtype=dtype, device=device)
+    cases.append(Case(f"PReLU(num_parameters=3, init=0.1) on an input of shape (2, 3) with exactly 0 among its "
+                      f"entries ({_dt(dtype)})", (zero, target), {"num_parameters": 3, "init": 0.1}, dtype,
+                      edge="zero"))
     return cases
 
 
@@ -355,6 +378,16 @@ class _PReLUInitIgnored(_PReLUBase):
         return torch.where(input > 0, input, self.slope(input) * input)
 
 
+class _PReLUIdentityAtZero(_PReLUBase):
+    def forward(self, input):
+        return torch.where(input >= 0, input, self.slope(input) * input)
+
+
+class _PReLUReluDifference(_PReLUBase):
+    def forward(self, input):
+        return torch.relu(input) - self.slope(input) * torch.relu(-input)
+
+
 class _PReLUDetached(_PReLUBase):
     def forward(self, input):
         return torch.where(input > 0, input, self.slope(input).detach() * input)
@@ -379,6 +412,11 @@ PRELU = Check(
                 _PReLUInitIgnored),
         Mistake("slope-detached", "The slope must get a gradient to learn: do not .detach() it (or use .data) "
                 "in forward.", _PReLUDetached),
+        Mistake("identity-at-zero", "At exactly 0 torch's PReLU takes the negative side: the input's gradient "
+                "there is the slope, not 1. Test input > 0, not input >= 0.", _PReLUIdentityAtZero),
+        Mistake("relu-difference-at-zero", "relu(x) - a * relu(-x) has the right values, but at exactly 0 both "
+                "relus pass gradient 0, where torch's PReLU passes the slope a. Use torch.where(input > 0, input, "
+                "a * input).", _PReLUReluDifference),
     ),
 )
 

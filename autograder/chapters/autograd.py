@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import torch
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes import FunctionProbe
 from autograder.probes.autograd_function import AutogradFunctionProbe
@@ -239,7 +240,9 @@ GRADIENT_DESCENT = Check(
 
 # -- straight_through_round: round's value with the identity's gradient ---------------------------
 
-HALVES = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -0.51]
+# round jumps at the halves (ties go to the even neighbour); at exactly 0 (and -0.0) its value is 0 and the
+# straight-through gradient is 1 there too
+HALVES = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -0.51, 0.0, -0.0]
 
 
 def _ste_cases(gen, *, device, dtype):
@@ -248,7 +251,8 @@ def _ste_cases(gen, *, device, dtype):
         x = randn(gen, *shape, dtype=dtype, device=device, scale=scale)
         cases.append(Case(f"input of shape {shape} ({_dt(dtype)})", (x,), {}, dtype))
     halves = torch.tensor(HALVES, dtype=dtype, device=device)
-    cases.append(Case(f"input {HALVES} ({_dt(dtype)}): halves round to the even neighbour", (halves,), {}, dtype))
+    cases.append(Case(f"input {HALVES} ({_dt(dtype)}): halves round to the even neighbour, exactly 0 stays 0",
+                      (halves,), {}, dtype, edge="zero"))
     return cases
 
 
@@ -272,6 +276,12 @@ STRAIGHT_THROUGH_ROUND = Check(
                 lambda input: input + (torch.floor(input + 0.5) - input).detach()),
     ),
 )
+
+
+# code with two mistakes at once: a hint for each (checks.combined)
+STRAIGHT_THROUGH_ROUND = replace(STRAIGHT_THROUGH_ROUND, mistakes=STRAIGHT_THROUGH_ROUND.mistakes + (combined(
+    lambda input: input + (torch.floor(input + 0.5) - input),
+    *(m for m in STRAIGHT_THROUGH_ROUND.mistakes if m.name in ("correction-not-detached", "rounds-half-up"))),))
 
 
 CHECKS = [GRAD_OF, ABS_FUNCTION, GRADIENT_DESCENT, STRAIGHT_THROUGH_ROUND]

@@ -12,12 +12,13 @@ autograder/probes/training.py). Every fifth image of scikit-learn's digits
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randint, randn
 from autograder.probes.training import DIAGNOSTICS, AccuracyJudge, EvaluateProbe, FitProbe, OutputsProbe
 
@@ -112,6 +113,11 @@ STANDARDIZE = Check(
     ),
     description="per-feature standardization with the training split's statistics",
 )
+
+# code with two mistakes at once: a hint for each (checks.combined)
+STANDARDIZE = replace(STANDARDIZE, mistakes=STANDARDIZE.mistakes + (combined(
+    lambda train, *others: tuple((x - train.mean(0)) / train.std(0) for x in (train, *others)),
+    *(m for m in STANDARDIZE.mistakes if m.name in ("unbiased-std", "zero-std-divided"))),))
 
 
 # -- evaluate -------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ proves each check both ways.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes.model_diagnostic import ModelDiagnosticProbe
 
@@ -77,6 +78,11 @@ GRAD_NORMS = Check(
                 lambda net: torch.stack([m.weight.grad.abs().mean() for m in _linears(net)])),
     ),
 )
+
+# code with two mistakes at once: a hint for each (checks.combined)
+GRAD_NORMS = replace(GRAD_NORMS, mistakes=GRAD_NORMS.mistakes + (combined(
+    lambda net: torch.stack([(m.weight.grad ** 2).sum() for m in net.children() if isinstance(m, nn.Linear)]),
+    *(m for m in GRAD_NORMS.mistakes if m.name in ("squared-norm", "top-level-only"))),))
 
 
 def _dead_cases(gen, *, device, dtype):

@@ -4,16 +4,18 @@
 reduction along `dim` with `keepdim`, `amax` a maximum along `dim` whose
 gradient follows torch's rule at ties (shared equally among the tied
 entries), `relu` and `sigmoid` elementwise
-functions from elementary operations. Known mistakes are the wrong code a
+functions from elementary operations, graded at exactly 0 too (relu's kink,
+where torch's gradient is 0). Known mistakes are the wrong code a
 student would write; tests/chapters/test_tensors.py proves each check both ways.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from autograder.checks import Case, Check, Mistake
+from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randn
 from autograder.probes import FunctionProbe
 
@@ -103,14 +105,21 @@ MEAN = Check(
 )
 
 
+# code with two mistakes at once: a hint for each (checks.combined)
+MEAN = replace(MEAN, mistakes=MEAN.mistakes + (combined(
+    lambda input, dim, keepdim=False: input.sum(dim) / input.numel(),
+    *(m for m in MEAN.mistakes if m.name in ("keepdim-ignored", "divided-by-numel"))),))
+
+
 # -- amax: a maximum along a dimension, with torch's gradient at ties ------------------
 
 def _amax_cases(gen, *, device, dtype):
     """Inputs with integer values, so that maxima tie: twos, threes and whole rows of equal entries."""
     cases = []
     ties = torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [5.0, -1.0, 0.0]], dtype=dtype, device=device)
-    for dim in (0, 1):
-        cases.append(Case(_label((3, 3), dtype=dtype, dim=dim, note="ties of two and three"), (ties, dim), {}, dtype))
+    for dim in (0, 1):  # a tie is amax's kink: its gradient there is torch's convention
+        cases.append(Case(_label((3, 3), dtype=dtype, dim=dim, note="ties of two and three"), (ties, dim), {}, dtype,
+                          edge="zero"))
     x = torch.round(randn(gen, 4, 5, dtype=dtype, device=device, scale=1.2))
     for dim in (0, 1, -1):
         for keepdim in (False, True):
@@ -181,6 +190,9 @@ def _elementwise_cases(scale):
         for shape in [(7,), (3, 4), (2, 3, 4), ()]:
             x = randn(gen, math.prod(shape), dtype=dtype, device=device, scale=scale).reshape(shape)
             cases.append(Case(_label(shape, dtype=dtype), (x,), {}, dtype))
+        # relu's kink: torch's gradient at exactly 0 is 0 (sigmoid's is 0.25)
+        cases.append(Case(_label((4,), dtype=dtype, note="exactly 0 among them"),
+                          (torch.tensor([-1.0, 0.0, 0.0, 2.0], dtype=dtype, device=device),), {}, dtype, edge="zero"))
         return cases
     return make
 
@@ -200,8 +212,14 @@ RELU = Check(
         Mistake("negative-part", "ReLU keeps the positive part max(x, 0), not the negative part min(x, 0).",
                 lambda input: torch.where(input < 0, input, torch.zeros_like(input))),
         Mistake("max-reduces", "torch.max(input, 0) reduces along dimension 0 (and returns values and indices); "
-                "the elementwise maximum with 0 is torch.clamp(input, min=0) or torch.where(input > 0, input, 0).",
+                "relu is elementwise: torch.where(input > 0, input, 0).",
                 lambda input: torch.max(input, 0)),
+        Mistake("clamp-gradient-at-zero", "At exactly 0 torch's relu has gradient 0, but clamp(min=0) passes "
+                "gradient 1 there. Use torch.where(input > 0, input, 0) or input * (input > 0).",
+                lambda input: input.clamp(min=0)),
+        Mistake("maximum-gradient-at-zero", "At exactly 0 torch's relu has gradient 0, but torch.maximum splits "
+                "the gradient of a tie in half (0.5). Use torch.where(input > 0, input, 0) or input * (input > 0).",
+                lambda input: torch.maximum(input, torch.zeros_like(input))),
     ),
 )
 

@@ -17,8 +17,18 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 ## Build the HTML book into _build/html (strict: warnings are errors).
+# jupyter-book runs the chapters one after another; first jupyter-cache runs the ones that changed
+# side by side (one kernel per core) into the execution cache the build then reads (_config.yml:
+# execute_notebooks: cache). A chapter that fails there runs again in the build, which reports it.
+# The kernels draw figures with the inline backend even where MPLBACKEND is set (to Agg, figures
+# would be missing), and run book/_ext/kernel_startup.py first (it says why).
+BOOK_ENV := MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONSTARTUP=$(CURDIR)/book/_ext/kernel_startup.py
+CHAPTERS_WITH_CODE = $(shell grep -l '^```{code-cell}' book/*.md)
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	mkdir -p _build
+	yes | $(VENV)/bin/jcache notebook -p _build/.jupyter_cache add --reader myst_nb_md $(CHAPTERS_WITH_CODE) >/dev/null
+	$(BOOK_ENV) $(VENV)/bin/jcache project -p _build/.jupyter_cache execute --executor local-parallel --timeout 300
+	$(BOOK_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 ## Run the whole test suite.
 test: $(STAMP) chromium slurm

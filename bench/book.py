@@ -54,9 +54,9 @@ def build(book: Path) -> tuple[float, float, str]:
 
 
 def executed(log: str) -> str:
-    """How many notebooks were executed (by jupyter-cache before the build, or by myst-nb in it),
+    """How many chapters were executed (side by side before the build, or by myst-nb in it),
     and how many the build took from the cache."""
-    runs = log.count("Execution Successful:") + log.count("Executed notebook in")
+    runs = log.count("chapter executed into the cache:") + log.count("Executed notebook in")
     return f"{runs} executed, {log.count('Using cached notebook')} from the cache"
 
 

@@ -38,8 +38,12 @@ def execute_chapters(chapters: list[str]) -> None:
     uris = [str(Path(chapter).resolve()) for chapter in chapters]
     for uri in uris:
         cache.add_nb_to_project(uri, read_data=READER)
+    executor = load_executor("local-parallel", cache)
+    if not executor.get_records(filter_uris=uris, clear_tracebacks=False):
+        print(f"{len(uris)} chapters, all in the cache", flush=True)  # no pool of processes to start
+        return
     start = time.perf_counter()
-    result = load_executor("local-parallel", cache).run_and_cache(filter_uris=uris, timeout=TIMEOUT_S)
+    result = executor.run_and_cache(filter_uris=uris, timeout=TIMEOUT_S)
     for uri in result.succeeded:
         print(f"chapter executed into the cache: {uri}")
     for uri in result.excepted + result.errored:

@@ -17,8 +17,18 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 ## Build the HTML book into _build/html (strict: warnings are errors).
+# book/_ext/build_book.py runs `jupyter-book build . -W -n --keep-going` after executing the chapters
+# whose code changed side by side (one kernel per core) into the execution cache that the build reads
+# (_config.yml: execute_notebooks: cache); jupyter-book alone runs them one after another. The kernels
+# draw figures with the inline backend even where MPLBACKEND is set (with Agg, the book would have no
+# figures) and run book/_ext/kernel_startup.py first (it says why).
+BOOK_ENV := MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONSTARTUP=$(CURDIR)/book/_ext/kernel_startup.py
+# The chapters with code cells in reverse order of _toc.yml: the later chapters run longer, so they
+# start first and the short ones fill in at the end.
+reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
+CHAPTERS_WITH_CODE = $(filter $(shell grep -l '^```{code-cell}' book/*.md),$(call reverse,$(STEMS:%=book/%.md)))
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(BOOK_ENV) $(PY) book/_ext/build_book.py $(CHAPTERS_WITH_CODE)
 
 ## Run the whole test suite.
 test: $(STAMP) chromium slurm

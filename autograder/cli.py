@@ -15,7 +15,8 @@ def _grade(args) -> int:
                     hide=tuple(args.hide) + ((gradebook,) if gradebook else ()))
     results = grade_class(args.stem, submissions=Path(args.submissions), out=Path(args.out), device=args.device,
                           jobs=args.jobs, shard=args.shard, students=args.student or None,
-                          sandboxed=not args.no_sandbox, limits=limits, resume=args.resume)
+                          sandboxed=not args.no_sandbox, limits=limits, resume=args.resume,
+                          keep=False)  # read back from OUT one at a time
     # (grade_class prints the summary: each status, the time taken, the slowest submissions)
     print(f"results in {Path(args.out) / 'results' / args.stem}")
     code = _instructor_outputs(args, results)

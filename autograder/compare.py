@@ -101,7 +101,7 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
             scale = float(finite.abs().max()) if finite.numel() else 1.0
             upstream = max(UPSTREAM) if key.startswith("gradient") else 0.0
             rtol, atol = tolerance(got.dtype, numel=case.numel(), scale=scale,
-                                   inputs=input_scale(case.tensors(), upstream=upstream))
+                                   inputs=case_input_scale(case, upstream))
             got_cmp = got.double()
             want_cmp = want.double()
         else:
@@ -126,6 +126,18 @@ def compare_value(key: str, got: Any, want: Any, *, case: Case, got_device: str 
     if got != want or type(got) is not type(want):
         return Difference(key, repr(want)[:200], repr(got)[:200])
     return None
+
+
+def case_input_scale(case: Case, upstream: float) -> float:
+    """`tolerance.input_scale` of the case's inputs, computed once per case (a trusted input the
+    grader made: it is the same for every answer compared on it)."""
+    cache = case.__dict__.get("_input_scales")
+    if cache is None:
+        cache = {}
+        object.__setattr__(case, "_input_scales", cache)  # a frozen dataclass: a cache, not a field
+    if upstream not in cache:
+        cache[upstream] = input_scale(case.tensors(), upstream=upstream)
+    return cache[upstream]
 
 
 def compare_answers(student: Answer, reference: Answer, *, case: Case) -> str | None:

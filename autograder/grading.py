@@ -12,6 +12,7 @@ same score.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -31,13 +32,14 @@ from autograder.course import course_root, source_notebook
 from autograder.execute import run_cell, to_python
 from autograder.executor import Executor, GradedCodeError, InProcess
 from autograder import __version__
-from autograder.notebook import (NotebookError, ReadLimits, locked_cells, read_cells, read_regular_file, restore_locked,
-                                 structure_problems)
+from autograder.notebook import (NotebookError, ReadLimits, locked_cells, parse_cells, read_cells, read_regular_file,
+                                 restore_locked, structure_problems)
 from autograder.probes import run_probe
 from autograder.problems import Problem
 from autograder.reference import check_points, reference_namespace, visible_tests
 from autograder.progress import Progress
-from autograder.results import CheckResult, SubmissionResult, conclude, score_of, write_grades_csv, write_result
+from autograder.results import (CheckResult, StoredResults, SubmissionResult, conclude, score_of, write_grades_csv,
+                               write_result)
 from autograder.source_scan import scan as scan_source
 from autograder.sandbox import Limits, RemoteError, SandboxedSubmission, Unproxyable, ZygoteHandle, secret_paths
 from autograder.sandbox.remote import RemoteFunction, check_proxyable
@@ -77,6 +79,30 @@ class _Prepared:
     reference: list[Answer]
     mistakes: list[list]  # per case: [(Mistake, Answer)]
     max_points: float
+
+
+MAX_VERDICTS = 50_000  # distinct (check, case, answer) verdicts kept for reuse
+
+
+def answer_digest(answer: Answer) -> bytes | None:
+    """A digest of everything `decide_case` reads from an answer (its error, forbidden calls,
+    devices and values: each tensor's dtype, shape and bytes), or None for a value it cannot
+    digest exactly (then the case is decided afresh)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((answer.error, list(answer.forbidden), sorted(answer.devices.items()))).encode())
+    for key in sorted(answer.values):
+        v = answer.values[key]
+        if type(v) is torch.Tensor:
+            if v.requires_grad or v.is_conj() or v.is_neg() or v.layout != torch.strided:
+                return None
+            h.update(repr((key, "tensor", str(v.dtype), tuple(v.shape))).encode())
+            h.update(v.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif v is None or type(v) in (bool, int, float, str) or (
+                type(v) is list and all(type(x) in (bool, int, float, str) for x in v)):
+            h.update(repr((key, type(v).__name__, v)).encode())
+        else:
+            return None
+    return h.digest()
 
 
 class _PlainCall:
@@ -119,6 +145,7 @@ class Grader:
         self.visible_here = {g for g, cell in self.visible.items()
                              if not (_names(cell.source) & classes) and self._crosses(cell)}
         self.prepared: dict[str, _Prepared] = {}
+        self._verdicts: dict[tuple, CaseVerdict] = {}  # (check, case, answer digest) -> verdict
         for name, check in self.checks.items():
             impl = ns[check.target]
             cases, refs, mistakes = [], [], []
@@ -153,12 +180,29 @@ class Grader:
     def decide(self, name: str, answers: list[Answer]) -> CheckResult:
         p = self.prepared[name]
         verdicts: list[CaseVerdict] = []
-        for case, ref, mistakes, ans in zip(p.cases, p.reference, p.mistakes, answers):
-            verdicts.append(decide_case(case, ans, ref, mistakes))
+        for k, (case, ref, mistakes, ans) in enumerate(zip(p.cases, p.reference, p.mistakes, answers)):
+            verdicts.append(self._decide_case(name, k, case, ans, ref, mistakes))
         passed = sum(v.passed for v in verdicts)
         total = len(p.cases)
         return CheckResult(name, p.check.grade_id, score_of(passed, total, p.max_points),
                            p.max_points, passed, total, verdicts)
+
+    def _decide_case(self, name: str, k: int, case: Case, ans: Answer, ref: Answer, mistakes) -> CaseVerdict:
+        """`decide_case`, once per distinct answer of a case: the verdict is a function of the case,
+        the reference, the mistakes' answers (all fixed for the run) and the answer's content, so
+        an answer with the same bytes as one already decided (most correct answers, the same
+        mistake made by many students) takes a copy of that verdict."""
+        digest = answer_digest(ans)
+        if digest is None:
+            return decide_case(case, ans, ref, mistakes)
+        key = (name, k, digest)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = decide_case(case, ans, ref, mistakes)
+            if len(self._verdicts) >= MAX_VERDICTS:  # memory stays bounded, however varied the class
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return dataclasses.replace(verdict)
 
     def grade_check(self, name: str, executor: Executor) -> CheckResult:
         p = self.prepared[name]
@@ -249,14 +293,39 @@ def find_notebook(folder: Path, stem: str) -> tuple[Path | None, list[Problem]]:
     return chosen, problems
 
 
+@dataclass
+class Located:
+    """A submission located and read once (`locate`): what `fingerprint` digests and
+    `grade_submission` grades are the same bytes."""
+
+    notebook: Path | None
+    problems: list[Problem]
+    raw: bytes | None = None  # the notebook's bytes, when they could be read
+    error: NotebookError | None = None  # why they could not
+
+
+def locate(folder: Path, stem: str) -> Located:
+    notebook, problems = find_notebook(folder, stem)
+    found = Located(notebook, problems)
+    if notebook is not None:
+        try:
+            found.raw = read_regular_file(notebook, ReadLimits().max_bytes)
+        except NotebookError as exc:
+            found.error = exc
+    return found
+
+
 def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed: bool = True,
-                     limits: Limits | None = None, zygote: ZygoteHandle | None = None) -> SubmissionResult:
+                     limits: Limits | None = None, zygote: ZygoteHandle | None = None,
+                     located: Located | None = None) -> SubmissionResult:
     """Grade one student's folder: locate, read, sanitize, execute, decide, record.
 
     Sandboxed, the children come from `zygote` (one per run, see `grade_class`);
     without one, a zygote is started for this submission alone (a second of
-    start-up). Not sandboxed, the code runs in this process (`InProcess`)."""
-    notebook, problems = find_notebook(folder, grader.stem)  # locate
+    start-up). Not sandboxed, the code runs in this process (`InProcess`).
+    `located`: the folder as `locate` found and read it (else it is read here)."""
+    located = located or locate(folder, grader.stem)  # locate
+    notebook, problems = located.notebook, list(located.problems)
     result = SubmissionResult(student_id, grader.stem, notebook.name if notebook else None,
                               problems=problems, max_score=grader.max_score)
     cells = None
@@ -264,7 +333,9 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
         result.status = "unreadable" if any(p.kind == "unreadable" for p in problems) else "missing"
     else:
         try:
-            cells = read_cells(notebook)  # read
+            if located.error is not None:
+                raise located.error
+            cells = parse_cells(located.raw, notebook.name)  # read
         except NotebookError as exc:
             result.status = "unreadable"
             result.problems.append(Problem("unreadable", str(exc)))
@@ -333,8 +404,12 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,
                 shard: str | None = None, students: list[str] | None = None, sandboxed: bool = True,
                 progress: bool | None = None, limits: Limits | None = None,
-                resume: bool = False) -> list[SubmissionResult]:
-    """Grade every DIR/<student_id>/<stem>/ notebook; write OUT/results and OUT/grades.csv."""
+                resume: bool = False, keep: bool = True) -> list[SubmissionResult] | StoredResults:
+    """Grade every DIR/<student_id>/<stem>/ notebook; write OUT/results and OUT/grades.csv.
+
+    Returns the results in the class's order: a list, or with `keep=False` (the CLI) a
+    `StoredResults` that reads each back from OUT when iterated, so that the grader's memory
+    does not grow with the class."""
     i, n = parse_shard(shard)
     everyone = students if students is not None else list_students(submissions)
     mine = [s for k, s in enumerate(sorted(everyone)) if k % n == i]
@@ -349,17 +424,19 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
         if zygote is not None:
             start_zygote(grader, zygote=zygote)
         jobs = max(1, jobs or os.cpu_count() or 1)
-        results: list[SubmissionResult] = []
+        results: list[SubmissionResult] | StoredResults = [] if keep else StoredResults(out, stem)
+        unwritten: set[str] = set()  # results whose file could not be written (kept in memory)
 
         def one(student: str) -> SubmissionResult:
-            mark = fingerprint(grader, Path(submissions) / student / stem)
+            found = locate(Path(submissions) / student / stem, stem)  # read once: digested, then graded
+            mark = fingerprint(grader, Path(submissions) / student / stem, found)
             if resume:
                 done = previous_result(out, stem, student, mark)
                 if done is not None:
                     return done
             try:
                 res = grade_submission(grader, student, Path(submissions) / student / stem, sandboxed=sandboxed,
-                                       limits=limits, zygote=zygote)
+                                       limits=limits, zygote=zygote, located=found)
             except Exception as exc:  # noqa: BLE001 - the grader's own failure is this student's result
                 res = grader_error(grader, student, "grading", exc)
             try:
@@ -371,13 +448,16 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
                 try:
                     write_result(out, res)
                 except Exception:  # noqa: BLE001 - reported in the summary; --resume grades it again
-                    pass
+                    unwritten.add(student)
             return res
 
         meter = Progress(stem, len(mine), show=progress)  # a bar on a terminal, lines in a log; the summary
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for res in pool.map(meter.timed(one), mine):
-                results.append(res)
+                if keep:
+                    results.append(res)
+                else:
+                    results.add(res, written=res.student_id not in unwritten)
                 meter.done(res)
         meter.close()
     finally:
@@ -392,16 +472,16 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
     return results
 
 
-def fingerprint(grader: Grader, folder: Path) -> str:
+def fingerprint(grader: Grader, folder: Path, located: Located | None = None) -> str:
     """What a result was graded from: the submitted notebook's bytes (or its absence), the
     source notebook and this package's version. A re-run with `resume` skips a student whose
     result carries the same fingerprint (and was not a grader error)."""
     digest = hashlib.sha256(f"{__version__}|{grader.stem}|{grader.source_digest}|".encode())
-    notebook, _ = find_notebook(folder, grader.stem)
-    try:
-        digest.update(read_regular_file(notebook, ReadLimits().max_bytes) if notebook else b"<none>")
-    except NotebookError as exc:
-        digest.update(str(exc).encode())
+    located = located or locate(folder, grader.stem)
+    if located.error is not None:
+        digest.update(str(located.error).encode())
+    else:
+        digest.update(located.raw if located.notebook else b"<none>")
     return digest.hexdigest()
 
 

@@ -94,8 +94,11 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
 
 
 def read_cells(path: Path, limits: ReadLimits = ReadLimits()) -> list[Cell]:
-    name = Path(path).name
-    raw = read_regular_file(path, limits.max_bytes)
+    return parse_cells(read_regular_file(path, limits.max_bytes), Path(path).name, limits)
+
+
+def parse_cells(raw: bytes, name: str, limits: ReadLimits = ReadLimits()) -> list[Cell]:
+    """The cells of a notebook's bytes (as `read_regular_file` read them) named `name`."""
     try:
         nb = json.loads(raw.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as exc:

@@ -207,9 +207,47 @@ def graded_stems(out: Path) -> list[str]:
 
 
 def load_results(out: Path, assignment: str | None = None) -> list[dict]:
+    return list(iter_results(out, assignment))
+
+
+def iter_results(out: Path, assignment: str | None = None):
+    """Each result under OUT/results as a dict, read one at a time (memory flat in the class size)."""
     base = Path(out) / "results"
     pattern = f"{assignment}/*.json" if assignment else "*/*.json"
-    return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))]
+    for p in sorted(base.glob(pattern)):
+        yield json.loads(p.read_text())
+
+
+class StoredResults:
+    """A run's results, read back from OUT one at a time when iterated (`grade_class(keep=False)`),
+    so a class of any size is graded in the same memory. A result that could not be written is
+    kept as it was; one that can no longer be read back comes out as a grader error."""
+
+    def __init__(self, out: Path, stem: str):
+        self.out, self.stem = Path(out), stem
+        self.students: list[str] = []
+        self.kept: dict[str, SubmissionResult] = {}
+
+    def add(self, result: SubmissionResult, written: bool) -> None:
+        self.students.append(result.student_id)
+        if not written:
+            self.kept[result.student_id] = result
+
+    def __len__(self) -> int:
+        return len(self.students)
+
+    def __iter__(self):
+        for student in self.students:
+            if student in self.kept:
+                yield self.kept[student]
+                continue
+            path = self.out / "results" / self.stem / f"{student}.json"
+            try:
+                yield SubmissionResult.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                yield SubmissionResult(student, self.stem, None, status="grader-error", problems=[Problem(
+                    "grader-error", f"this student's result could not be read back from {path} "
+                                    f"({type(exc).__name__}): grade it again")])
 
 
 def write_grades_csv(out: Path, standings=None) -> Path:
@@ -220,7 +258,7 @@ def write_grades_csv(out: Path, standings=None) -> Path:
     late penalties, the gradebook's manual scores), so the file agrees with `nbgrader export`.
     """
     if standings is None:
-        rows = [(r["student_id"], r["assignment"], r["score"], r["max_score"], r["status"]) for r in load_results(out)]
+        rows = [(r["student_id"], r["assignment"], r["score"], r["max_score"], r["status"]) for r in iter_results(out)]
     else:
         rows = [(s.student_id, s.assignment, s.score, s.max_score, s.status) for s in standings]
     rows.sort(key=lambda r: (r[0], r[1]))

@@ -1,4 +1,4 @@
-"""Run every benchmark module listed in MODULES, or the ones named on the command line.
+"""Run the benchmark modules listed in DEFAULT, or the ones of MODULES named on the command line.
 
 Other arguments are passed to each module: `python -m bench grading --n 40`.
 """
@@ -7,11 +7,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["grading", "book"]  # each module has main(argv) -> int
+MODULES = ["grading", "book", "stages", "memory"]  # each module has main(argv) -> int
+DEFAULT = ["grading", "book"]  # run when none is named (stages and memory are diagnostics, run by name)
 
 
 def main(argv: list[str]) -> int:
-    names = [a for a in argv if a in MODULES] or MODULES
+    names = [a for a in argv if a in MODULES] or DEFAULT
     rest = [a for a in argv if a not in MODULES]  # options, passed on: --n 20 or --n=20
     status = 0
     for name in names:

@@ -1,0 +1,169 @@
+"""Where the class runner's CPU goes, stage by stage: `python -m bench stages [--class-size=100]`.
+
+Grades a class of `losses` submissions (bench/grading.py's: copies of the source
+notebook, every fourth with a catalogued mistake) one at a time in this thread,
+with the runner's functions wrapped to count this thread's CPU time
+(`time.thread_time`, exclusive of nested stages) and each child's CPU time
+(read from /proc through its pidfd, at the end of each stage that makes it
+work). CPU, not wall-clock, so that other load on the machine changes little.
+The zygote's CPU (importing torch, forking) is the rest of RUSAGE_CHILDREN.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = ["start-up", "reading", "sanitize", "cells", "visible tests", "answers", "decisions",
+          "mistake matching", "writing", "child end"]
+
+
+class _Meter:
+    def __init__(self):
+        self.own = defaultdict(float)  # stage -> grader CPU (this thread), exclusive
+        self.child = defaultdict(float)  # stage -> child CPU
+        self.stack: list[list] = []
+
+    def wrap(self, stage, fn, *, child_after=False):
+        meter = self
+
+        def wrapped(*args, **kwargs):
+            frame = [stage, time.thread_time(), 0.0]
+            meter.stack.append(frame)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                meter.stack.pop()
+                spent = time.thread_time() - frame[1]
+                meter.own[stage] += spent - frame[2]
+                if meter.stack:
+                    meter.stack[-1][2] += spent
+                if child_after:
+                    meter.sample_child(stage, args[0] if args else None)
+        return wrapped
+
+    def sample_child(self, stage, obj):
+        sub = getattr(obj, "executor_for_meter", obj)
+        fd = getattr(sub, "pidfd", None)
+        if fd is None:
+            return
+        cpu = _child_cpu(fd)
+        if cpu is None:
+            return
+        last = getattr(sub, "_meter_cpu", 0.0)
+        self.child[stage] += cpu - last
+        sub._meter_cpu = cpu
+
+
+def _child_cpu(pidfd: int) -> float | None:
+    try:
+        info = Path(f"/proc/self/fdinfo/{pidfd}").read_text()
+        pid = int(next(line.split()[1] for line in info.splitlines() if line.startswith("Pid:")))
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+class _Serial:
+    """A stand-in for ThreadPoolExecutor: everything in this thread, one at a time."""
+
+    def __init__(self, max_workers=None):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
+def instrument(meter: _Meter) -> None:
+    from autograder import compare, grading
+    from autograder.sandbox import submission
+
+    g, S = grading, submission.SandboxedSubmission
+    for name in ("find_notebook", "read_regular_file", "read_cells", "parse_cells", "fingerprint"):
+        if hasattr(g, name):  # (an older grading.py, measured as a baseline, has read_cells only)
+            setattr(g, name, meter.wrap("reading", getattr(g, name)))
+    for name in ("structure_problems", "restore_locked", "scan_source"):
+        setattr(g, name, meter.wrap("sanitize", getattr(g, name)))
+    for name in ("conclude", "write_result", "write_grades_csv"):
+        setattr(g, name, meter.wrap("writing", getattr(g, name)))
+    compare.match_mistake = meter.wrap("mistake matching", compare.match_mistake)
+    g.Grader.decide = meter.wrap("decisions", g.Grader.decide)
+    S.__enter__ = meter.wrap("cells", S.__enter__, child_after=True)
+    S.prefetch = meter.wrap("answers", S.prefetch)
+    S.answer = meter.wrap("answers", S.answer)
+    S.__exit__ = meter.wrap("child end", S.__exit__)
+    S._kill = _sample_before(meter, S._kill)
+
+    run_visible = g.Grader.run_visible_tests
+
+    def run_visible_tests(self, executor):
+        frame = meter.wrap("visible tests", run_visible)
+        try:
+            return frame(self, executor)
+        finally:
+            meter.sample_child("visible tests", executor)
+    g.Grader.run_visible_tests = run_visible_tests
+    g.ThreadPoolExecutor = _Serial
+
+
+def _sample_before(meter, kill):
+    def wrapped(self):
+        if self.pidfd is not None:
+            meter.sample_child("answers", self)  # what the child did since the visible tests
+        return kill(self)
+    return wrapped
+
+
+def _rusage_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench stages")
+    p.add_argument("--class-size", type=int, default=100, help="submissions graded")
+    args, _ = p.parse_known_args(argv)
+
+    from autograder.course import source_notebook
+    from autograder.grading import grade_class
+    from bench.grading import STEM, make_submissions
+
+    meter = _Meter()
+    instrument(meter)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stages-"))
+    try:
+        make_submissions(tmp / "class", args.class_size, source_notebook(STEM))
+        kids, own = _rusage_children(), time.process_time()
+        start = time.thread_time()
+        results = grade_class(STEM, submissions=tmp / "class", out=tmp / "out", device="cpu", jobs=1,
+                              progress=False)
+        total_own = time.process_time() - own
+        total_kids = _rusage_children() - kids
+        counted = sum(meter.own.values())
+        meter.own["start-up"] += (time.thread_time() - start) - counted
+        zygote = total_kids - sum(meter.child.values())
+        n = len(results)
+        print(f"{n} {STEM} submissions graded one at a time; CPU seconds per notebook "
+              f"(grader: this thread; child: read from /proc)")
+        print(f"{'stage':18s} {'grader':>8s} {'child':>8s}")
+        for stage in STAGES:
+            print(f"{stage:18s} {meter.own[stage] / n:8.4f} {meter.child[stage] / n:8.4f}")
+        print(f"{'zygote (rest)':18s} {'':8s} {zygote / n:8.4f}")
+        print(f"{'total':18s} {total_own / n:8.4f} {total_kids / n:8.4f}   "
+              f"sum {(total_own + total_kids) / n:.4f} s/notebook; "
+              f"other grader threads {(total_own - (time.thread_time() - start)) / n:.4f}")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

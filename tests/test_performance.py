@@ -1,0 +1,91 @@
+"""What the runner's shortcuts must never change (docs/performance.md).
+
+A verdict reused for an answer with the same digest is the verdict deciding it
+afresh gives, and any change to what `decide_case` reads (a value's bits, its
+dtype, shape or device, the error, a forbidden call) is decided afresh; results
+read back one at a time from OUT are the results written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from autograder.answer import Answer
+from autograder.compare import decide_case
+from autograder.grading import Grader, answer_digest
+from autograder.results import StoredResults, SubmissionResult, write_result
+
+STEM = "losses"
+
+
+@pytest.fixture(scope="module")
+def grader():
+    return Grader(STEM, device="cpu")
+
+
+def _student(ref: Answer, case) -> Answer:
+    """The reference's answer as a student's would come: in the case's dtype."""
+    values = {k: v.to(case.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+              for k, v in ref.values.items()}
+    return Answer(values, dict(ref.devices), ref.error, list(ref.forbidden))
+
+
+def test_a_reused_verdict_is_the_fresh_verdict(grader):
+    for name, p in grader.prepared.items():
+        for k, (case, ref, mistakes) in enumerate(zip(p.cases, p.reference, p.mistakes)):
+            answers = [_student(ref, case)] + [_student(a, case) for _, a in mistakes]
+            for ans in answers:
+                fresh = decide_case(case, ans, ref, mistakes)
+                first = grader._decide_case(name, k, case, ans, ref, mistakes)
+                again = grader._decide_case(name, k, case, ans, ref, mistakes)
+                assert first == fresh and again == fresh, (name, case.label)
+                assert again is not first  # a copy: no result shares a verdict object with another
+
+
+def test_any_change_to_what_is_decided_changes_the_digest(grader):
+    p = grader.prepared["l1_loss"]
+    case = next(c for c in p.cases if not c.shape_only)
+    base = _student(p.reference[p.cases.index(case)], case)
+    out = base.values["output"]
+    flipped = out.clone()
+    flipped.view(-1)[0] = torch.nextafter(flipped.view(-1)[0], torch.tensor(float("inf"), dtype=out.dtype))
+    variants = [
+        dataclasses.replace(base, values={**base.values, "output": flipped}),
+        dataclasses.replace(base, values={**base.values, "output": out.double()}),
+        dataclasses.replace(base, values={**base.values, "output": out.reshape(1, *out.shape)}),
+        dataclasses.replace(base, values={**base.values, "output": float(out.reshape(-1)[0])}),
+        dataclasses.replace(base, devices={**base.devices, "output": "meta"}),
+        dataclasses.replace(base, error="RuntimeError: no"),
+        dataclasses.replace(base, forbidden=["torch.nn.functional.l1_loss"]),
+    ]
+    digests = {answer_digest(a) for a in [base, *variants]}
+    assert None not in digests and len(digests) == len(variants) + 1
+    assert answer_digest(dataclasses.replace(base, stdout="printed")) == answer_digest(base)  # not decided on
+
+
+def test_a_wrong_answer_is_not_given_a_right_answers_verdict(grader):
+    p = grader.prepared["l1_loss"]
+    k, case = next((k, c) for k, c in enumerate(p.cases) if not c.shape_only)
+    right = _student(p.reference[k], case)
+    assert grader._decide_case("l1_loss", k, case, right, p.reference[k], p.mistakes[k]).passed
+    wrong = dataclasses.replace(right, values={**right.values, "output": right.values["output"] + 1})
+    assert not grader._decide_case("l1_loss", k, case, wrong, p.reference[k], p.mistakes[k]).passed
+
+
+def test_stored_results_are_read_back_as_written(tmp_path):
+    written = [SubmissionResult(f"s{k}", STEM, f"{STEM}.ipynb", status="graded", max_score=16.0) for k in range(3)]
+    kept = SubmissionResult("unwritten", STEM, None, status="grader-error")
+    stored = StoredResults(tmp_path, STEM)
+    for r in written:
+        write_result(tmp_path, r)
+        stored.add(r, written=True)
+    stored.add(kept, written=False)
+    stored.add(SubmissionResult("lost", STEM, None), written=True)  # its file is not there
+    back = list(stored)
+    assert len(stored) == 5
+    assert [r.to_json() for r in back[:3]] == [json.loads(json.dumps(r.to_json())) for r in written]
+    assert back[3] is kept
+    assert back[4].student_id == "lost" and back[4].status == "grader-error"

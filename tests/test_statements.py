@@ -147,3 +147,16 @@ def test_the_notebook_states_that_failing_visible_tests_score_zero(stem):
     first_check = next(i for i, c in enumerate(nb["cells"]) if (grade_id_of(c) or "").startswith("check_"))
     text = " ".join("".join(c["source"]) for c in nb["cells"][:first_check] if c["cell_type"] == "markdown")
     assert re.search(r"visible tests fail.{0,40}\s+scores\s+0", " ".join(text.split())), stem
+
+
+@pytest.mark.parametrize("stem", ALL_STEMS)
+def test_check_cell_headers_say_their_points_in_plain_english(stem):
+    """Each check cell's header says its points as a reader would: "(1 point)", "(2 points)"."""
+    from autograder.course import release_notebook
+
+    nb = json.loads(release_notebook(stem).read_text())
+    headers = [ln for c in nb["cells"] if (grade_id_of(c) or "").startswith("check_")
+               for ln in "".join(c["source"]).splitlines() if re.search(r"\(\d+(\.\d+)? points?\)", ln)]
+    assert headers, stem
+    wrong = [h for h in headers if re.search(r"\(1 points\)|\((?!1 )\d+(\.\d+)? point\)", h)]
+    assert not wrong, wrong

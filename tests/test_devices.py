@@ -86,7 +86,7 @@ def test_code_that_moves_to_the_cpu_loses_the_simulated_gpu_case(stem, name):
 
 def test_every_chapter_has_a_device_bound_answer_that_loses_points():
     """A chapter-by-chapter account: some check of each chapter fails device-bound code on this
-    machine (the simulated GPU for functions and optimizers, the meta device for modules)."""
+    machine (the simulated GPU for functions, optimizers and modules, the meta device besides)."""
     covered = set()
     for stem in ALL_STEMS:
         for name, p in grader(stem).prepared.items():
@@ -171,3 +171,45 @@ def test_autograd_on_the_simulated_device_cannot_abort(tmp_path):
     l1 = next(c for c in result.checks if c.name == "l1_loss")
     assert l1.points == l1.max_points, [v.message for v in l1.cases if not v.passed]
     assert result.score == result.max_score
+
+
+MODULE_CHECKS = [pytest.param(stem, name, id=f"{stem}.{name}") for stem in ALL_STEMS
+                 for name, check in load_checks(stem).items()
+                 if type(check.probe).__name__ in ("ModuleProbe", "ActivationModuleProbe")]
+
+
+def _with_forward(make, change):
+    """`make` (a module class, or a function that returns a module) whose modules' forward
+    passes their output through `change`."""
+    def impl(*args, **kwargs):
+        module = make(*args, **kwargs)
+        forward = module.forward
+        module.forward = lambda *a, **k: change(forward(*a, **k))
+        return module
+    return impl
+
+
+def _forward_to_cpu(make):
+    """The output moved to the CPU (a hard-coded .cpu())."""
+    return _with_forward(make, _on_cpu)
+
+
+def _stray_cpu_tensor(make):
+    """A zero made without device= (it lands on the CPU) added to the output."""
+    return _with_forward(make, lambda out: out + torch.zeros(out.shape[-1:], dtype=out.dtype))
+
+
+@pytest.mark.parametrize("stem,name", MODULE_CHECKS)
+@pytest.mark.parametrize("bug", [_forward_to_cpu, _stray_cpu_tensor])
+def test_a_device_bound_module_loses_the_simulated_gpu_case(stem, name, bug):
+    """Modules too: built on the CPU, their parameters placed on the simulated device as `.to()`
+    would, the forward pass runs there; an output moved to the CPU, or a CPU tensor mixed in,
+    loses the case with the device hint, and the reference passes it."""
+    p = grader(stem).prepared[name]
+    assert FAKE_CUDA_LABEL in [c.label for c in p.cases]
+    ref = reference(stem)[p.check.target]
+    assert fake_verdict(grade_impl(stem, name, ref)).passed
+    result = grade_impl(stem, name, bug(ref))
+    verdict = fake_verdict(result)
+    assert not verdict.passed and verdict.hint == DEVICE_HINT, verdict.message
+    assert result.points < result.max_points

@@ -71,6 +71,30 @@ def fake_only(error: str) -> bool:
     return bool(_FAKE_ONLY.search(error)) and not _MISMATCH.search(error)
 
 
+def build_on_the_cpu(make):
+    """`make()` (a module's constructor) run outside the fake mode, with autograd allowed: the
+    module's initialisation draws random numbers, which a fake CUDA tensor cannot (no CUDA
+    generator). Its parameters are then placed on the simulated device (`place_on`)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily(), torch.inference_mode(False):
+        return make()
+
+
+def place_on(module: torch.nn.Module, device: torch.device) -> None:
+    """What `module.to(device)` does on a GPU, on the simulated one (where `.to()` cannot swap a
+    parameter): every registered parameter and buffer replaced by one of its shape and dtype on
+    `device`. A plain tensor attribute stays where it was, as `.to()` leaves it."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                sub._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device=device),
+                                                           p.requires_grad)
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                sub._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
+
+
 def run_on_fake_cuda(probe, impl, case, watch) -> dict[str, Any]:
     """The case in full on its own (CPU) tensors, as any case: errors, forbidden calls,
     gradients; then its forward pass again with every tensor replaced by a fake CUDA tensor

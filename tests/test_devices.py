@@ -6,7 +6,9 @@ which is inconclusive. The simulated-CUDA case (autograder/probes/fake_cuda.py)
 catches it: the output comes back on the CPU. Proven both ways, for every
 check that has the case: the reference passes it, the reference moved to the
 CPU fails it with the device hint; and an abort is impossible there (autograd
-never runs on the fake device), which the sandboxed runner shows.
+never runs on the fake device), which the sandboxed runner shows. Modules too:
+an output moved to the CPU or a CPU tensor mixed into the forward pass loses
+the case (test_a_device_bound_module_loses_the_simulated_gpu_case).
 """
 from __future__ import annotations
 

@@ -17,7 +17,10 @@ turns grad mode on itself, and `backward()` or `torch.autograd.grad` raise an
 ordinary RuntimeError. Only forward outputs are compared (shape, dtype,
 device), never values: fake tensors have none. A probe may say how it runs on
 a fake device (`run_fake`): the optimizer probe sets each gradient itself and
-takes two steps, no autograd needed.
+takes two steps, no autograd needed; the module probes build the module on
+the CPU (its random initialisation needs a generator a fake CUDA device has
+not) and place its parameters and buffers on the fake device, as `.to()`
+would on a GPU (`build_on_the_cpu`, `place_on`).
 """
 from __future__ import annotations
 

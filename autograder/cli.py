@@ -40,7 +40,7 @@ def _instructor_outputs(args, results) -> int:
     from autograder.course_config import CourseConfig, CourseConfigError
     from autograder.feedback import write_all_feedback
     from autograder.lms import MappingError, write_lms_files
-    from autograder.results import load_submissions, write_grades_csv
+    from autograder.results import load_summaries, write_grades_csv
     from autograder.scores import settle
 
     out = Path(args.out)
@@ -52,11 +52,11 @@ def _instructor_outputs(args, results) -> int:
     try:
         config = CourseConfig.load(course)
         db_url = _write_gradebook(args, results, course, config) if args.gradebook else None
-        standings = settle(load_submissions(out), config, db_url)
+        standings = settle(load_summaries(out), config, db_url)
         write_grades_csv(out, standings)
         n = write_all_feedback(out, results, standings)
         if n < len(results):  # a student whose feedback failed is now a grader error: every file says so
-            standings = settle(load_submissions(out), config, db_url)
+            standings = settle(load_summaries(out), config, db_url)
             write_grades_csv(out, standings)
         lms = write_lms_files(out, standings, config)
     except (CourseConfigError, MappingError, _GradebookFailed) as exc:
@@ -98,9 +98,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def _report(args) -> int:
-    from autograder.results import load_submissions
+    from autograder.results import ResultFiles
 
-    results = load_submissions(Path(args.out), args.stem)
+    results = ResultFiles(Path(args.out), args.stem)  # read one at a time: memory flat in the class size
     if not results:
         raise SystemExit(f"no results under {Path(args.out) / 'results'}: run `python -m autograder grade` first")
     return _instructor_outputs(args, results)

@@ -8,6 +8,7 @@ code are in the results, so none can reach the feedback.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 
 from autograder.problems import Problem
@@ -120,7 +121,10 @@ def write_all_feedback(out: Path, results: list[SubmissionResult], standings=Non
     written = 0
     for r in results:
         try:
-            write_feedback(out, r, by_key.get((r.assignment, r.student_id)))
+            standing = by_key.get((r.assignment, r.student_id))
+            if standing is not None:  # settled from a summary (results.load_summaries): the cases are r's
+                standing = replace(standing, result=standing.result.with_cases_of(r))
+            write_feedback(out, r, standing)
             written += 1
         except Exception as exc:  # noqa: BLE001 - one student's feedback never stops the others'
             r.status = "grader-error"

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from autograder.compare import CaseVerdict
@@ -97,6 +97,30 @@ class SubmissionResult:
                    [Problem.from_json(p) for p in d.get("problems", [])],
                    d.get("status", "graded"), float(d.get("max_score", 0.0)), d.get("timestamp"),
                    d.get("fingerprint"))
+
+    def summary(self) -> "SubmissionResult":
+        """This result in the little memory a class-wide view needs (scores, grades.csv, the LMS
+        files, the class report): every check's points and counts, its note, its error, its
+        mistakes and hints, and of its cases only one failing case per known mistake matched (the
+        report counts students per mistake), without messages but the check's error. A student's own feedback takes the full result
+        (`with_cases_of`)."""
+        checks = []
+        for c in self.checks:
+            error = c.error  # kept: every kept case says it, so the summary's `error` is the same
+            message = f"raised {error}" if error else ""
+            kept: dict[tuple, CaseVerdict] = {}
+            for v in c.cases:
+                if not v.passed and (v.matched() or (error and not kept)):
+                    kept.setdefault(tuple(v.matched()), CaseVerdict(v.label, False, message, mistake=v.mistake,
+                                                                    hint=v.hint, mistakes=v.mistakes, hints=v.hints))
+            checks.append(replace(c, cases=list(kept.values())))
+        return replace(self, checks=checks, problems=list(self.problems))
+
+    def with_cases_of(self, full: "SubmissionResult") -> "SubmissionResult":
+        """This result (a summary, its points settled) with the cases of `full`, the same result as
+        graded, check by check: what the student's feedback shows."""
+        cases = {c.name: c.cases for c in full.checks}
+        return replace(self, checks=[replace(c, cases=cases.get(c.name, c.cases)) for c in self.checks])
 
     def troubles(self) -> list[tuple[str, str]]:
         """(kind, what) for everything that went wrong beyond wrong answers, kind from PROBLEM_KINDS:
@@ -201,6 +225,12 @@ def load_submissions(out: Path, assignment: str | None = None) -> list[Submissio
     return [SubmissionResult.from_json(d) for d in load_results(out, assignment)]
 
 
+def load_summaries(out: Path, assignment: str | None = None) -> list[SubmissionResult]:
+    """Every result under OUT/results as a `summary`, read one at a time: what the class-wide
+    outputs need, in memory that grows by a few kilobytes a student."""
+    return [SubmissionResult.from_json(d).summary() for d in iter_results(out, assignment)]
+
+
 def graded_stems(out: Path) -> list[str]:
     """Every assignment with results under OUT/results, sorted."""
     return sorted(p.name for p in (Path(out) / "results").glob("*") if p.is_dir() and any(p.glob("*.json")))
@@ -216,6 +246,22 @@ def iter_results(out: Path, assignment: str | None = None):
     pattern = f"{assignment}/*.json" if assignment else "*/*.json"
     for p in sorted(base.glob(pattern)):
         yield json.loads(p.read_text())
+
+
+class ResultFiles:
+    """Every result under OUT/results (of one assignment, or of all), read back one at a time when
+    iterated: `python -m autograder report` rebuilds the outputs of any class in the same memory."""
+
+    def __init__(self, out: Path, assignment: str | None = None):
+        base = Path(out) / "results"
+        self.paths = sorted(base.glob(f"{assignment}/*.json" if assignment else "*/*.json"))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self):
+        for path in self.paths:
+            yield SubmissionResult.from_json(json.loads(path.read_text()))
 
 
 class StoredResults:

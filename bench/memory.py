@@ -51,8 +51,16 @@ results = grading.grade_class(stem, submissions=subs, out=out, device="cpu", job
 statuses = {}
 for r in results:
     statuses[r.status] = statuses.get(r.status, 0) + 1
-print(json.dumps({"start-up": marks.get("start-up"), "peak": hwm(), "n": len(results), "statuses": statuses,
-                  "wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}))
+graded = hwm()
+outputs = None
+if not keep:  # then what `grade` writes from them, as the command line does: grades.csv, feedback, report, LMS
+    import argparse, contextlib, io
+    from autograder.cli import _instructor_outputs
+    with contextlib.redirect_stdout(io.StringIO()):
+        _instructor_outputs(argparse.Namespace(out=str(out), course=None, gradebook=None), results)
+    outputs = hwm()
+print(json.dumps({"start-up": marks.get("start-up"), "peak": graded, "outputs": outputs, "n": len(results),
+                  "statuses": statuses, "wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}))
 """
 
 
@@ -99,5 +107,7 @@ def main(argv: list[str]) -> int:
         print(f"class of {n:<6d}: peak {m['peak']:7.1f} MiB (after start-up {m['start-up']:7.1f} MiB; "
               f"+{growth:.2f} MiB per 1,000 submissions); grading {m['wall']:.1f} s, grader CPU "
               f"{m['cpu'] / n * 1000:.1f} ms a submission; statuses {m['statuses']} "
+              + (f"; with grades.csv, feedback, report and LMS files written: peak {m['outputs']:.1f} MiB "
+                 if m.get("outputs") else "") +
               f"({time.perf_counter() - started:.0f} s in all)", flush=True)
     return 0

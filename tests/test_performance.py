@@ -89,3 +89,53 @@ def test_stored_results_are_read_back_as_written(tmp_path):
     assert [r.to_json() for r in back[:3]] == [json.loads(json.dumps(r.to_json())) for r in written]
     assert back[3] is kept
     assert back[4].student_id == "lost" and back[4].status == "grader-error"
+
+
+def _class_of_verdicts(grader) -> list[SubmissionResult]:
+    """Results as real students get them: the reference, each catalogued mistake of every check
+    (combinations included), a missing function (every case raises the same error), a check whose
+    visible tests failed, and a mix."""
+    results = []
+
+    def result(student: str, answers_of) -> SubmissionResult:
+        checks = []
+        for name, p in grader.prepared.items():
+            c = grader.decide(name, [answers_of(name, k, case, ref, mistakes)
+                                     for k, (case, ref, mistakes) in enumerate(zip(p.cases, p.reference,
+                                                                                   p.mistakes))])
+            checks.append(c)
+        return SubmissionResult(student, STEM, f"{STEM}.ipynb", checks, max_score=grader.max_score)
+
+    results.append(result("perfect", lambda n, k, case, ref, ms: _student(ref, case)))
+    results.append(result("missing", lambda n, k, case, ref, ms: Answer.missing(n)))
+    depth = max(len(p.mistakes[0]) for p in grader.prepared.values())
+    for j in range(depth):  # student j makes the j-th mistake of every check
+        results.append(result(f"mistake{j}", lambda n, k, case, ref, ms, j=j:
+                              _student(ms[j][1], case) if j < len(ms) else _student(ref, case)))
+    results.append(result("mixed", lambda n, k, case, ref, ms:
+                          Answer.failed("RuntimeError: boom") if k % 3 == 0 else
+                          _student(ms[k % len(ms)][1], case) if ms else _student(ref, case)))
+    results[-1].checks[0].note = "the visible tests in this check's cell failed: AssertionError"
+    return results
+
+
+def test_a_summary_keeps_what_every_class_wide_output_reads(grader):
+    """grades.csv, the scores, the LMS files and the class report are made from summaries
+    (results.load_summaries, memory flat in the class size): each check's points, counts, note,
+    error, mistakes and hints, the troubles and the report's numbers are those of the full
+    result; a student's feedback takes the full cases back (`with_cases_of`)."""
+    from autograder.class_report import summarize
+
+    full = _class_of_verdicts(grader)
+    assert any(c.error for r in full for c in r.checks) and any(c.mistakes for r in full for c in r.checks)
+    slim = [r.summary() for r in full]
+    for f, s in zip(full, slim):
+        assert s.score == f.score and s.status == f.status and s.troubles() == f.troubles()
+        for cf, cs in zip(f.checks, s.checks):
+            assert (cs.points, cs.passed, cs.total, cs.note, cs.error, cs.mistakes, cs.hints) == \
+                (cf.points, cf.passed, cf.total, cf.note, cf.error, cf.mistakes, cf.hints), (f.student_id, cf.name)
+            assert len(cs.cases) <= len(cf.mistakes) + 1
+        assert s.with_cases_of(f) == f
+    assert summarize(slim) == summarize(full)
+    size = sum(len(json.dumps(r.to_json())) for r in slim)
+    assert size < sum(len(json.dumps(r.to_json())) for r in full) / 5

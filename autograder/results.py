@@ -240,11 +240,14 @@ def load_results(out: Path, assignment: str | None = None) -> list[dict]:
     return list(iter_results(out, assignment))
 
 
+def result_paths(out: Path, assignment: str | None = None) -> list[Path]:
+    """Every result file under OUT/results (of one assignment, or of all), sorted."""
+    return sorted((Path(out) / "results").glob(f"{assignment}/*.json" if assignment else "*/*.json"))
+
+
 def iter_results(out: Path, assignment: str | None = None):
     """Each result under OUT/results as a dict, read one at a time (memory flat in the class size)."""
-    base = Path(out) / "results"
-    pattern = f"{assignment}/*.json" if assignment else "*/*.json"
-    for p in sorted(base.glob(pattern)):
+    for p in result_paths(out, assignment):
         yield json.loads(p.read_text())
 
 
@@ -253,8 +256,7 @@ class ResultFiles:
     iterated: `python -m autograder report` rebuilds the outputs of any class in the same memory."""
 
     def __init__(self, out: Path, assignment: str | None = None):
-        base = Path(out) / "results"
-        self.paths = sorted(base.glob(f"{assignment}/*.json" if assignment else "*/*.json"))
+        self.paths = result_paths(out, assignment)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -84,6 +84,23 @@ def build_on_the_cpu(make):
         return make()
 
 
+def module_forward(make, inputs: list, dtype: torch.dtype, watch) -> dict[str, Any]:
+    """A module probe's pass on the simulated CUDA device: `make()` built on the CPU in `dtype`,
+    placed on the inputs' device, called on them; {"output": ...}, or {} (inconclusive: the CPU
+    cases grade the construction) when it cannot be built so or is not a module."""
+    watching = watch if watch is not None else contextlib.nullcontext()
+    try:
+        with watching:
+            module = build_on_the_cpu(lambda: make().to(dtype=dtype))
+    except Exception:  # noqa: BLE001 - the CPU cases grade the construction
+        return {}
+    if not isinstance(module, torch.nn.Module) or not inputs:
+        return {}
+    place_on(module, inputs[0].device)
+    with watching:
+        return {"output": module(*inputs)}
+
+
 def place_on(module: torch.nn.Module, device: torch.device) -> None:
     """What `module.to(device)` does on a GPU, on the simulated one (where `.to()` cannot swap a
     parameter): every registered parameter and buffer replaced by one of its shape and dtype on

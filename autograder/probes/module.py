@@ -97,24 +97,12 @@ class ModuleProbe:
         fake device), in the inputs' dtype, placed on their device as `.to()` would; only the
         output is compared there (its device, shape and dtype). A module that cannot be built
         this way is left to the other cases (nothing comes back: inconclusive)."""
-        from autograder.probes.fake_cuda import build_on_the_cpu, place_on
+        from autograder.probes.fake_cuda import module_forward
 
         inputs: list[torch.Tensor] = list(case.kwargs.get("inputs", []))
         floating = [t for t in inputs if t.is_floating_point()]
-        if not inputs:
-            return {}
         dtype = floating[0].dtype if floating else torch.get_default_dtype()
-        watching = watch if watch is not None else contextlib.nullcontext()
-        try:
-            with watching:
-                net = build_on_the_cpu(lambda: impl(*case.args, **self._init(case)).to(dtype=dtype))
-        except Exception:  # noqa: BLE001 - the CPU cases grade the construction
-            return {}
-        if not isinstance(net, nn.Module):
-            return {}
-        place_on(net, inputs[0].device)
-        with watching:
-            return {"output": net(*inputs)}
+        return module_forward(lambda: impl(*case.args, **self._init(case)), inputs, dtype, watch)
 
     def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:
         init = self._init(case)

@@ -394,7 +394,8 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
         except FileNotFoundError:
             root = None
         zygote = ZygoteHandle(stem or grader.stem, device=device if grader is None else grader.device,
-                              limits=limits, hide=secret_paths(root, *hide, *limits.hide))
+                              limits=limits, hide=secret_paths(root, *hide, *limits.hide),
+                              conceal=[str(root)] if root else [])
         if grader is None:
             return zygote
     return zygote.start({name: p.cases for name, p in grader.prepared.items()},

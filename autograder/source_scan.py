@@ -17,6 +17,7 @@ taken only for what the watch saw (docs/sandbox.md).
 from __future__ import annotations
 
 import ast
+import threading
 
 from autograder.execute import to_python
 from autograder.notebook import Cell
@@ -65,11 +66,19 @@ def _findings(tree: ast.AST, forbidden: set[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+# CPython 3.11 (before 3.11.8) keeps ast.parse's recursion count per interpreter, not per
+# thread: two graders' threads parsing at once raise "SystemError: AST constructor recursion
+# depth mismatch". One parse at a time.
+_AST_LOCK = threading.Lock()
+
+
 def _parse(cell: Cell) -> ast.AST | None:
     """The cell's syntax tree (IPython syntax translated only when plain Python does not parse)."""
     for text in (lambda: cell.source, lambda: to_python(cell.source)):
         try:
-            return ast.parse(text())
+            source = text()
+            with _AST_LOCK:
+                return ast.parse(source)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
     return None

@@ -501,3 +501,95 @@ def test_ipc_objects_stay_in_their_child(borrowed):
     results, _, _, new_keys = borrowed
     assert "ipc seen: False" in " ".join(results["reads_ipc_objects"].problems)
     assert IPC_KEY not in new_keys, "a child's shared memory outlived it in the grader's IPC namespace"
+
+
+# -- where the course lives (a third class) -------------------------------------------------------
+# Each looks for the course's location a way a submission could, and raises with the concealed
+# paths (the course, this checkout, the run's submissions and output: the test writes them into
+# the submission) that it found, and how much it read, so no truncation can hide a leak.
+REPORT = ("\nfound = sorted({p for p in CONCEALED if p in text})\n"
+          "raise RuntimeError(f'LEAKS {found!r} READ {len(text)}')")
+LOCATORS = {
+    "module_paths": ("import sys, os, autograder, torch, numpy\n"
+                     "text = repr([autograder.__file__, torch.__file__, numpy.__file__, sys.path, sys.prefix,"
+                     " sys.exec_prefix, sys.executable, sys.orig_argv, os.getcwd(), dict(os.environ),"
+                     " [vars(m).get('__file__') for m in list(sys.modules.values())],"
+                     " [str(vars(m).get('__path__')) for m in list(sys.modules.values())]])"),
+    "mount_table": ("import os\nout = []\n"
+                    "for p in ('/proc/self/mountinfo', '/proc/self/mounts', '/proc/1/mountinfo',"
+                    " '/proc/thread-self/mountinfo', '/proc/self/mountstats', '/proc/self/cmdline',"
+                    " '/proc/self/environ', '/proc/self/maps'):\n"
+                    "    try:\n        out.append(open(p, errors='replace').read())\n"
+                    "    except OSError as e:\n        out.append(type(e).__name__)\n"
+                    "pid = os.fork()\nif pid == 0:\n"
+                    "    open('/tmp/grandchild', 'w').write(open('/proc/self/mountinfo').read())\n    os._exit(0)\n"
+                    "os.waitpid(pid, 0)\nout.append(open('/tmp/grandchild').read())\ntext = repr(out)"),
+    "looks_for_the_folders": ("import os\nout = []\n"
+                              "for p in CONCEALED:\n"
+                              "    parent = os.path.dirname(p)\n"
+                              "    try:\n        names = os.listdir(parent)\n"
+                              "    except OSError:\n        names = []\n"
+                              "    if os.path.lexists(p) or os.path.basename(p) in names:\n        out.append(p)\n"
+                              "text = repr(out) + ' ' * 100"),
+    "reads_package_metadata": ("import glob, site\nout = []\n"
+                               "for d in site.getsitepackages():\n"
+                               "    for p in glob.glob(d + '/*') + glob.glob(d + '/*.dist-info/*'):\n"
+                               "        try:\n            out.append(open(p, errors='replace').read(1 << 20))\n"
+                               "        except OSError:\n            pass\n"
+                               "text = ' '.join(out)"),
+    "reads_the_tracebacks": ("import traceback, autograder.execute as e\n"
+                             "try:\n    e.run_cell(None, None)\nexcept Exception:\n"
+                             "    text = traceback.format_exc()"),
+}
+
+
+@pytest.fixture(scope="module")
+def locators(tmp_path_factory):
+    import autograder
+
+    tmp = tmp_path_factory.mktemp("locators")
+    subs, out = tmp / "submitted", tmp / "out"
+    concealed = sorted({str(ROOT.resolve()), str(Path(autograder.__file__).resolve().parents[1]),
+                        str(subs.resolve()), str(out.resolve())})
+    s = {"honest": json.loads(SOLUTION.read_text())}
+    for name, code in LOCATORS.items():
+        s[name] = _notebook_with(_new_cell(f"CONCEALED = {concealed!r}\n" + code + REPORT, after="setup"))
+    for student, nb in s.items():
+        _write(subs, student, nb)
+    results = grade_class(STEM, submissions=subs, out=out, device="cpu", jobs=2, progress=False, limits=LIMITS)
+    return {r.student_id: r for r in results}
+
+
+@pytest.mark.parametrize("student", sorted(LOCATORS))
+def test_no_submission_learns_where_the_course_lives(locators, student):
+    """The zygote's root has no course in it: module paths, the environment, the mount table
+    (its own and a grandchild's), the folders themselves, site-packages' files and tracebacks
+    name none of the course's folders, and the student still earns what the honest content earns."""
+    r = locators[student]
+    assert _points(r) == _points(locators["honest"]), r.problems
+    said = " ".join(r.problems)
+    import re
+
+    m = re.search(r"LEAKS (\[.*?\]) READ (\d+)", said)
+    assert m, said[:3000]  # the locator ran to its end
+    assert m.group(1) == "[]", (student, said[:3000])
+    assert int(m.group(2)) >= 100, said[:3000]  # it read something
+
+
+def test_a_root_that_cannot_be_built_is_said_and_the_secrets_stay_covered(capsys):
+    """Python itself inside a concealed path: the zygote cannot leave it out of its root, so it
+    covers the secrets as before and the run says, in one line, what it could not do."""
+    import sys
+
+    from autograder.sandbox import ZygoteHandle, secret_paths
+
+    with ZygoteHandle(STEM, device="cpu", limits=LIMITS, hide=secret_paths(ROOT),
+                      conceal=[sys.base_prefix, ROOT]) as zygote:
+        zygote.start({})
+        assert zygote.mode in ("root", "userns")
+        assert "no root of its own (Python itself lies inside the course)" in zygote.warning
+        assert "its secrets stay covered" in zygote.warning
+    assert "no root of its own" in capsys.readouterr().err
+    with ZygoteHandle(STEM, device="cpu", limits=LIMITS, hide=secret_paths(ROOT), conceal=[ROOT]) as zygote:
+        zygote.start({})
+        assert zygote.warning == "", zygote.warning

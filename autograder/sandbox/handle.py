@@ -5,18 +5,22 @@ child's life is child.py; a submission's child is driven by submission.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
 import struct
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 from autograder.checks import Case
 from autograder.sandbox.limits import UID_SLOTS, Limits, SandboxError
-from autograder.sandbox.bootstrap import BOOTSTRAP
+from autograder.sandbox import newroot
+from autograder.sandbox.bootstrap import BOOTSTRAP, STAGE2
 
 
 # The only variables of the grader's environment a zygote (and so a child) gets: where Python
@@ -37,18 +41,32 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+def zygote_program() -> str:
+    """The zygote's `python -c` text: newroot.py, then the bootstrap (see bootstrap.py)."""
+    return Path(newroot.__file__).read_text() + f"\nSTAGE2 = {STAGE2!r}\n" + BOOTSTRAP
+
+
 class ZygoteHandle:
     """The grader's handle on one zygote (one chapter, one device, one run)."""
 
-    def __init__(self, stem: str, *, device: str, limits: Limits | None = None, hide: list[str] | tuple = ()):
+    def __init__(self, stem: str, *, device: str, limits: Limits | None = None, hide: list[str] | tuple = (),
+                 conceal: list[str] | tuple = ()):
+        """`hide`: what a child may not read (secret_paths); `conceal`: what it may not even
+        learn the location of (the course, this checkout), left out of the zygote's own root."""
         self.stem, self.device = stem, device
         self.limits = limits or Limits()
-        self.hide = list(hide)
         self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = child_environment()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", BOOTSTRAP, str(theirs.fileno()), "isolate" if self.limits.isolate else "none"],
-            stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
+        command = [sys.executable, "-c", zygote_program(), str(theirs.fileno())]
+        self._root = None
+        if self.limits.isolate:
+            self._root = tempfile.mkdtemp(prefix="autograder-root-")
+            code = str(Path(__file__).resolve().parents[1])
+            plan = newroot.plan([*conceal, str(Path(code).parent), *hide], hide, code, self._root)
+            command += ["isolate", json.dumps(plan)]
+        else:
+            command += ["none"]
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
         theirs.close()
         self._lock = threading.Lock()
         self._next_uid = 0
@@ -62,7 +80,7 @@ class ZygoteHandle:
             cpu_cases[name] = [c.map_tensors(lambda t: t.cpu() if t.device.type not in ("cpu", "meta") else t)
                                for c in cs]
             devices[name] = [[str(t.device) for t in c.tensors()] for c in cs]
-        cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits, "hide": self.hide,
+        cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits,
                             "cases": cpu_cases, "devices": devices, "helpers": list(helpers)})
         try:
             self._proc.stdin.write(struct.pack("<Q", len(cfg)) + cfg)
@@ -108,6 +126,9 @@ class ZygoteHandle:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        if self._root:
+            shutil.rmtree(self._root, ignore_errors=True)  # the empty folder the zygote's root was built on
+            self._root = None
 
     def __enter__(self):
         return self

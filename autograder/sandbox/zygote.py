@@ -18,6 +18,7 @@ ways, written only by the grader and this trusted process):
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pickle
 import select
@@ -64,8 +65,13 @@ class ZygoteState:
         self.pristine = snapshot(autograder_modules())
         # a root grader runs children as a uid of their own, with or without namespaces
         self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
-        self.mode, self.warning = (isolate_zygote(cfg["hide"] + code_paths()) if self.limits.isolate
+        hide = json.loads(os.environ.pop("AUTOGRADER_HIDE", "[]"))  # only when the course is in our root
+        newroot = os.environ.pop("AUTOGRADER_NEWROOT", None)
+        self.mode, self.warning = (isolate_zygote(hide + code_paths()) if self.limits.isolate
                                    else ("rlimits", ""))
+        if self.mode != "rlimits" and newroot != "ok":
+            self.warning = (f"warning: grading sandbox has {newroot or 'no root of its own'}: a submission can "
+                            "learn where the course lives (its secrets stay covered)")
         self.under_tmp = paths_under_tmp() if self.mode != "rlimits" else []  # kept across the child's /tmp
         self.pidns_fd = None
         if self.mode != "rlimits" and pid_namespaces_work():

@@ -1,0 +1,272 @@
+"""A root of the zygote's own, in which the course does not exist.
+
+Runs in the zygote's first process (`bootstrap.py`), before Python imports
+anything of this package or torch, and ends by exec'ing the zygote's real
+Python from the new root. Standard library only: the grader reads this file
+and hands its text to `python -c`, so no import of `autograder` happens here.
+
+What the new root holds (built on a tmpfs, then `pivot_root`):
+
+* every top-level entry of the host's `/` bound as it is (`/usr`, `/etc`, ...),
+  except the concealed paths (the course, the code's checkout, the run's
+  output, the submissions, the gradebook, `--hide`); a folder on the way to a
+  concealed path is rebuilt, with its other entries bound, so that the
+  concealed path is simply absent: not covered, not listed, not in
+  `/proc/self/mountinfo`;
+* `/proc` (a new instance), `/sys` and `/dev` as the host has them, an empty `/tmp`;
+* this package, copied to `/grader/autograder` (its `__pycache__` too), so
+  that `autograder.__file__` and every traceback name `/grader`;
+* when Python's virtual environment lies inside a concealed path (the
+  course's `.venv`): a virtual environment at `/venv` whose `site-packages`
+  is an overlay of the real one. A bind mount would name its source folder in
+  `/proc/self/mountinfo`; the overlay names only `/proc/self/fd/N`. Files of
+  `site-packages` that name a concealed path (an editable install's finder
+  and `.pth`, `direct_url.json`) are covered by an empty file.
+
+`plan(...)` runs in the grader; `enter(plan)` in the zygote's first process.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import sys
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+_CLONE_NEWNS, _MNT_DETACH = 0x00020000, 2
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}.get(os.uname().machine)
+_SPECIAL = ("proc", "sys", "dev", "tmp")  # made, not bound
+_SMALL = 1 << 20  # site-packages files read for concealed paths: the small ones only
+
+PACKAGE_HOME = "/grader"  # the package lives at /grader/autograder in the new root
+VENV = "/venv"
+
+
+def _under(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def plan(conceal, hide, package_dir: str, mountpoint: str) -> dict:
+    """What `enter` builds, computed in the grader: the concealed paths (real paths), this
+    package's folder, Python's layout, and an empty folder to build the new root on;
+    `hide`, what the zygote covers instead if the new root cannot be built."""
+    hidden = sorted({os.path.realpath(p) for p in conceal if p and os.path.exists(p)})
+    prefix = os.path.realpath(sys.prefix)
+    venv = None
+    if prefix != os.path.realpath(sys.base_prefix) and _under(prefix, hidden):
+        ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        sites = [p for p in sys.path if os.path.realpath(p) == os.path.join(prefix, "lib", ver, "site-packages")]
+        base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+        system = "false"
+        try:
+            with open(os.path.join(prefix, "pyvenv.cfg")) as f:
+                for line in f:
+                    key, _, value = line.partition("=")
+                    if key.strip() == "include-system-site-packages":
+                        system = value.strip()
+        except OSError:
+            pass
+        venv = {"site": os.path.realpath(sites[0]) if sites else os.path.join(prefix, "lib", ver, "site-packages"),
+                "lib": ver, "base": base, "system": system, "version": sys.version.split()[0]}
+    return {"hidden": hidden, "hide": list(hide), "package": os.path.realpath(package_dir), "mountpoint": mountpoint,
+            "executable": os.path.realpath(sys.executable), "venv": venv,
+            "pythonpath": [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]}
+
+
+class _Libc:
+    def __init__(self):
+        self.c = ctypes.CDLL(None, use_errno=True)
+        self.c.syscall.restype = ctypes.c_long
+
+    def check(self, ret, what):
+        if ret != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"{what}: {os.strerror(e)}")
+
+    def mount(self, source, target, fstype, flags, data=None):
+        enc = (lambda s: s.encode() if s is not None else None)
+        self.check(self.c.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+                   f"mount {target}")
+
+    def umount(self, target):
+        self.check(self.c.umount2(target.encode(), ctypes.c_int(_MNT_DETACH)), f"umount {target}")
+
+    def pivot_root(self):
+        if _SYS_PIVOT_ROOT is None:
+            raise OSError(f"pivot_root: unknown on {os.uname().machine}")
+        self.check(self.c.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), b".", b"."), "pivot_root")
+
+    def unshare(self, flags):
+        self.check(self.c.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def _read_package(folder: str) -> list[tuple[str, bytes, int, int]]:
+    """(relative path, bytes, mode, mtime_ns) of every regular file of the package."""
+    out = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    out.append((os.path.relpath(path, folder), f.read(), st.st_mode & 0o755, st.st_mtime_ns))
+    return out
+
+
+def _naming(site: str, hidden) -> list[str]:
+    """The small files of site-packages (top level, *.dist-info, *.egg-info, *.egg-link) that
+    name a concealed path, relative to site-packages."""
+    needles = [h.encode() for h in hidden]
+    found = []
+    for top in [site] + [os.path.join(site, d) for d in sorted(os.listdir(site))
+                         if d.endswith((".dist-info", ".egg-info"))]:
+        for name in sorted(os.listdir(top)):
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > _SMALL:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if any(n in data for n in needles):
+                found.append(os.path.relpath(path, site))
+    return found
+
+
+def _bind_entry(lib: _Libc, src: str, dst: str) -> None:
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISDIR(st.st_mode):
+        os.mkdir(dst)
+        lib.mount(src, dst, None, _MS_BIND | _MS_REC)
+    elif stat.S_ISREG(st.st_mode):
+        open(dst, "w").close()
+        lib.mount(src, dst, None, _MS_BIND | _MS_REC)
+
+
+def _replicate(lib: _Libc, host: str, new: str, hidden, top: bool) -> None:
+    """Rebuild `host` at `new`: entries bound, concealed ones left out, the folders on the way
+    to a concealed path rebuilt (same mode and owner) and walked in turn."""
+    for name in sorted(os.listdir(host)):
+        src, dst = os.path.join(host, name), os.path.join(new, name)
+        if top and name in _SPECIAL:
+            continue
+        if _under(src, hidden):
+            continue
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode) and any(h.startswith(src.rstrip("/") + "/") for h in hidden):
+            os.mkdir(dst)
+            os.chmod(dst, stat.S_IMODE(st.st_mode))
+            try:
+                os.chown(dst, st.st_uid, st.st_gid)
+            except OSError:
+                pass  # in a user namespace the host's owners are not all mapped
+            _replicate(lib, src, dst, hidden, False)
+            continue
+        try:
+            _bind_entry(lib, src, dst)
+        except OSError:
+            pass  # a socket, a device, or what this user may not bind: not needed to grade
+
+
+def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
+    hidden, root = p["hidden"], p["mountpoint"]
+    hidden = hidden + [os.path.realpath(root)]
+    package = _read_package(p["package"])
+    venv = p["venv"]
+    if venv and (_under(os.path.dirname(venv["base"]), hidden) or not os.path.isdir(venv["site"])):
+        raise OSError("Python itself lies inside the course")
+    if not venv and _under(p["executable"], hidden):
+        raise OSError("Python itself lies inside the course")
+    covered = _naming(venv["site"], hidden) if venv else []
+    site_fd = os.open(venv["site"], os.O_RDONLY | os.O_DIRECTORY) if venv else None
+
+    lib.mount("none", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=256m")
+    _replicate(lib, "/", root, hidden, True)
+    for name, mode in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777)):
+        os.mkdir(os.path.join(root, name))
+        os.chmod(os.path.join(root, name), mode)
+    try:
+        lib.mount("proc", os.path.join(root, "proc"), "proc", _MS_NOSUID | _MS_NODEV)
+    except OSError:
+        lib.mount("/proc", os.path.join(root, "proc"), None, _MS_BIND | _MS_REC)
+    for name in ("sys", "dev"):
+        lib.mount("/" + name, os.path.join(root, name), None, _MS_BIND | _MS_REC)
+
+    home = root + PACKAGE_HOME
+    for rel, data, mode, mtime in package:
+        path = os.path.join(home, "autograder", rel)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode | 0o444)
+        os.utime(path, ns=(mtime, mtime))  # the bytecode in __pycache__ stays valid
+    for top, dirs, _ in os.walk(home):
+        for d in dirs:
+            os.chmod(os.path.join(top, d), 0o755)
+    os.chmod(home, 0o755)
+
+    exe = p["executable"]
+    if venv:
+        v = root + VENV
+        site = os.path.join(v, "lib", venv["lib"], "site-packages")
+        os.makedirs(site)
+        os.makedirs(os.path.join(v, "bin"))
+        os.symlink("lib", os.path.join(v, "lib64"))
+        for name in ("python", "python3", venv["lib"]):
+            os.symlink(venv["base"], os.path.join(v, "bin", name))
+        with open(os.path.join(v, "pyvenv.cfg"), "w") as f:
+            f.write(f"home = {os.path.dirname(venv['base'])}\n"
+                    f"include-system-site-packages = {venv['system']}\nversion = {venv['version']}\n")
+        empty = os.path.join(root, ".empty")
+        os.mkdir(empty)
+        empty_fd = os.open(empty, os.O_RDONLY | os.O_DIRECTORY)
+        lib.mount("overlay", site, "overlay", _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+                  f"lowerdir=/proc/self/fd/{site_fd}:/proc/self/fd/{empty_fd}")
+        os.close(empty_fd)
+        os.close(site_fd)
+        blank = os.path.join(root, ".blank")
+        open(blank, "w").close()
+        os.chmod(blank, 0)
+        for rel in covered:
+            lib.mount(blank, os.path.join(site, rel), None, _MS_BIND)
+        exe = VENV + "/bin/python"
+
+    os.chdir(root)
+    lib.pivot_root()
+    lib.umount(".")
+    os.chdir("/")
+    for path in (".blank", ".empty"):
+        if os.path.lexists("/" + path):
+            os.chmod("/" + path, 0)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_HOME] + [q for q in p["pythonpath"] if not _under(q, hidden)])
+    for key in ("PATH", "LD_LIBRARY_PATH"):
+        if key in env:
+            kept = [q for q in env[key].split(os.pathsep) if q and not _under(os.path.realpath(q), hidden)]
+            env[key] = os.pathsep.join(([VENV + "/bin"] if venv and key == "PATH" else []) + kept)
+    env["AUTOGRADER_NEWROOT"] = "ok"
+    return exe, env
+
+
+def enter(p: dict, argv: list[str], stage2: str) -> None:
+    """Build the new root and exec `stage2` there (never returns); on failure, undo what can
+    be undone and return, with AUTOGRADER_NEWROOT naming the reason (the zygote warns)."""
+    lib = _Libc()
+    try:
+        lib.unshare(_CLONE_NEWNS)
+        lib.mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+        exe, env = _build(lib, p)
+    except OSError as exc:
+        try:
+            lib.umount(p["mountpoint"])
+        except OSError:
+            pass
+        os.environ["AUTOGRADER_NEWROOT"] = f"no root of its own ({exc})"
+        return
+    os.execve(exe, [exe, "-c", stage2, *argv], env)
+

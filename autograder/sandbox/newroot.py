@@ -68,8 +68,9 @@ def plan(conceal, hide, package_dir: str, mountpoint: str) -> dict:
             pass
         venv = {"site": os.path.realpath(sites[0]) if sites else os.path.join(prefix, "lib", ver, "site-packages"),
                 "lib": ver, "base": base, "system": system, "version": sys.version.split()[0]}
-    return {"hidden": hidden, "hide": list(hide), "package": os.path.realpath(package_dir), "mountpoint": mountpoint,
-            "executable": os.path.realpath(sys.executable), "venv": venv,
+    sites = sorted({os.path.realpath(q) for q in sys.path if q.endswith("-packages") and os.path.isdir(q)})
+    return {"hidden": hidden, "hide": list(hide), "sites": sites, "package": os.path.realpath(package_dir), "mountpoint": mountpoint,
+            "executable": sys.executable, "venv": venv,  # unresolved: a venv is found next to its link
             "pythonpath": [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]}
 
 
@@ -133,6 +134,15 @@ def _naming(site: str, hidden) -> list[str]:
                 continue
             if any(n in data for n in needles):
                 found.append(os.path.relpath(path, site))
+    # a .pth that imports a covered module (an editable install's hook) goes with it, or
+    # Python would print its failure at every start
+    modules = [os.path.splitext(f)[0].encode() for f in found if f.endswith(".py") and "/" not in f]
+    for name in sorted(os.listdir(site)):
+        path = os.path.join(site, name)
+        if name.endswith(".pth") and name not in found and os.path.isfile(path):
+            with open(path, "rb") as f:
+                if any(m in f.read(_SMALL) for m in modules):
+                    found.append(name)
     return found
 
 
@@ -180,9 +190,11 @@ def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
     venv = p["venv"]
     if venv and (_under(os.path.dirname(venv["base"]), hidden) or not os.path.isdir(venv["site"])):
         raise OSError("Python itself lies inside the course")
-    if not venv and _under(p["executable"], hidden):
+    if not venv and (_under(p["executable"], hidden) or _under(os.path.realpath(p["executable"]), hidden)):
         raise OSError("Python itself lies inside the course")
-    covered = _naming(venv["site"], hidden) if venv else []
+    # files naming a concealed path, in every site-packages Python reads (a venv's, and any
+    # other one: an editable install of this package records where its checkout lives)
+    covered = {site: _naming(site, hidden) for site in p["sites"] if os.path.isdir(site)}
     site_fd = os.open(venv["site"], os.O_RDONLY | os.O_DIRECTORY) if venv else None
 
     lib.mount("none", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=256m")
@@ -229,12 +241,15 @@ def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
                   f"lowerdir=/proc/self/fd/{site_fd}:/proc/self/fd/{empty_fd}")
         os.close(empty_fd)
         os.close(site_fd)
-        blank = os.path.join(root, ".blank")
-        open(blank, "w").close()
-        os.chmod(blank, 0)
-        for rel in covered:
-            lib.mount(blank, os.path.join(site, rel), None, _MS_BIND)
         exe = VENV + "/bin/python"
+    blank = os.path.join(root, ".blank")
+    open(blank, "w").close()
+    os.chmod(blank, 0)
+    for host_site, names in covered.items():
+        shown = (os.path.join(root + VENV, "lib", venv["lib"], "site-packages") if venv and host_site == venv["site"]
+                 else None if _under(host_site, hidden) else root + host_site)
+        for rel in names if shown else []:
+            lib.mount(blank, os.path.join(shown, rel), None, _MS_BIND)
 
     os.chdir(root)
     lib.pivot_root()

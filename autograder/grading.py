@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import stat
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +27,9 @@ from autograder.answer import Answer
 from autograder.checks import Case, Check, load_checks
 from autograder.compare import CaseVerdict, decide_case
 from autograder.course import course_root, source_notebook
-from autograder.execute import run_cell, to_python
-from autograder.executor import Executor, GradedCodeError, InProcess
+from autograder.executor import Executor, InProcess
 from autograder import __version__
-from autograder.notebook import (NotebookError, ReadLimits, locked_cells, parse_cells, read_cells, read_regular_file,
+from autograder.notebook import (NotebookError, ReadLimits, parse_cells, read_cells, read_regular_file,
                                  restore_locked, structure_problems)
 from autograder.probes import run_probe
 from autograder.problems import Problem
@@ -41,28 +38,10 @@ from autograder.progress import Progress
 from autograder.results import (CheckResult, StoredResults, SubmissionResult, conclude, score_of, write_grades_csv,
                                write_result)
 from autograder.source_scan import scan as scan_source
-from autograder.sandbox import Limits, RemoteError, SandboxedSubmission, Unproxyable, ZygoteHandle, secret_paths
-from autograder.sandbox.remote import RemoteFunction, check_proxyable
+from autograder.sandbox import Limits, SandboxedSubmission, ZygoteHandle, secret_paths
 from autograder.torchstate import pin_torch_flags
 
 __all__ = ["Grader", "InProcess", "grade_class", "grade_submission", "pin_torch_flags"]
-
-_VISIBLE_LOCK = threading.Lock()
-
-
-def _names(source: str) -> set[str]:
-    """Every global name a cell's code (nested functions and comprehensions included) uses."""
-    try:
-        code = compile(to_python(source), "<visible>", "exec")
-    except SyntaxError:
-        return set()
-    found, todo = set(), [code]
-    while todo:
-        c = todo.pop()
-        found.update(c.co_names)
-        todo.extend(k for k in c.co_consts if hasattr(k, "co_names"))
-    return found
-
 
 def resolve_device(device: str) -> str:
     if device == "auto":
@@ -105,20 +84,6 @@ def answer_digest(answer: Answer) -> bytes | None:
     return h.digest()
 
 
-class _PlainCall:
-    """A reference function that raises Unproxyable, as the sandbox would, when a visible
-    test passes it or gets back anything but plain tensors and plain values."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args, **kwargs):
-        check_proxyable((args, kwargs))
-        out = self.fn(*args, **kwargs)
-        check_proxyable(out)
-        return out
-
-
 class Grader:
     """Everything trusted about one chapter on one device, computed once."""
 
@@ -134,16 +99,17 @@ class Grader:
             raise ValueError(f"{stem}: check cells and checks disagree: no cell for {missing}, "
                              f"no check for {extra}")
         ns = reference_namespace(stem)
-        self.visible = visible_tests(stem)
+        # The visible tests' role, decided once: advisory. They sit in read-only cells of their
+        # own that no one grades, which the submission's cells run like any other; a check cell
+        # holds only the hidden checks, so nothing a visible test does can gate or steer points
+        # (in nbgrader's autograde as here). A check cell with visible code would be gated by
+        # nbgrader alone: refused.
+        gated = sorted(visible_tests(stem))
+        if gated:
+            raise ValueError(f"{stem}: the check cells {gated} hold visible tests: move them to a read-only "
+                             "cell of their own before the check cell (docs/maintainers.md)")
         self.source_cells = read_cells(source_notebook(stem))
         self.source_digest = hashlib.sha256(source_notebook(stem).read_bytes()).hexdigest()
-        # Visible tests the grader runs itself, the graded functions called in the sandbox:
-        # those that name no graded class (a class cannot be called across the boundary).
-        self._reference = ns
-        self.function_targets = sorted(c.target for c in self.checks.values() if inspect.isfunction(ns[c.target]))
-        classes = {c.target for c in self.checks.values()} - set(self.function_targets)
-        self.visible_here = {g for g, cell in self.visible.items()
-                             if not (_names(cell.source) & classes) and self._crosses(cell)}
         self.prepared: dict[str, _Prepared] = {}
         self._verdicts: dict[tuple, CaseVerdict] = {}  # (check, case, answer digest) -> verdict
         for name, check in self.checks.items():
@@ -159,19 +125,6 @@ class Grader:
                 refs.append(ref)
                 mistakes.append([(m, run_probe(check, m.impl, case.upcast())) for m in check.mistakes])
             self.prepared[name] = _Prepared(check, cases, refs, mistakes, points[check.grade_id])
-
-    def _crosses(self, cell) -> bool:
-        """Whether this visible test, run with the reference, passes only plain values to and from
-        the graded functions: then the grader runs it (a student whose function returns anything
-        else fails it); otherwise it runs in the child. Decided from the source alone, so no
-        submission can move a visible test from one side to the other."""
-        ns = dict(self._reference)
-        ns.update({t: _PlainCall(self._reference[t]) for t in self.function_targets})
-        with _VISIBLE_LOCK:
-            pin_torch_flags()
-            outcome = run_cell(cell, ns)
-            pin_torch_flags()
-        return not isinstance(outcome.exception, Unproxyable)
 
     @property
     def max_score(self) -> float:
@@ -206,39 +159,7 @@ class Grader:
 
     def grade_check(self, name: str, executor: Executor) -> CheckResult:
         p = self.prepared[name]
-        result = self.decide(name, executor.answer(p.check, p.cases))
-        failure = executor.visible_failures.get(p.check.grade_id)
-        if failure:
-            # As under nbgrader: a check cell whose visible tests raise scores 0.
-            result.points = 0.0
-            result.note = f"the visible tests in this check's cell failed: {failure}"
-            result.note_kind = failure.kind
-        return result
-
-    def run_visible_tests(self, executor: Executor) -> None:
-        """The visible tests of each check cell (as nbgrader, a check whose visible tests
-        raise scores 0), decided here: the test code runs in this process with the source's
-        helpers and torch, and only the graded functions run behind the executor
-        (`executor.call`). A test that needs to pass something else across (a module)
-        runs in the executor (`executor.run_visible`)."""
-        for grade_id, cell in self.visible.items():
-            if grade_id not in self.visible_here:
-                continue
-            ns = dict(self._reference)
-            ns.update({t: RemoteFunction(executor, t) for t in self.function_targets})
-            with _VISIBLE_LOCK:  # the test seeds and draws from torch's global generator
-                pin_torch_flags()
-                outcome = run_cell(cell, ns)
-                pin_torch_flags()
-            if outcome.ok:
-                continue
-            if isinstance(outcome.exception, Unproxyable):
-                executor.run_visible(grade_id, cell)
-            elif isinstance(outcome.exception, (RemoteError, GradedCodeError)):
-                text = outcome.error.replace(type(outcome.exception).__name__, "your code raised", 1)
-                executor.visible_failures[grade_id] = Problem("error", text)
-            else:
-                executor.visible_failures[grade_id] = Problem("error", outcome.error)
+        return self.decide(name, executor.answer(p.check, p.cases))
 
     def grade(self, executor: Executor) -> list[CheckResult]:
         executor.prefetch([p.check for p in self.prepared.values()])  # answers computed while this decides
@@ -349,16 +270,13 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
     result.problems.extend(Problem("notebook", p) for p in restored)
     result.problems.extend(scan_source(cells, grader.checks))
     check_ids = {c.grade_id for c in grader.checks.values()}
-    in_executor = {g: c for g, c in grader.visible.items() if g not in grader.visible_here}
     own = sandboxed and zygote is None
     if own:
         zygote = start_zygote(grader, limits=limits, hide=[str(folder)])
     try:
-        executor: Executor = (SandboxedSubmission(zygote, cells, check_ids=check_ids, visible=in_executor,
-                                                  limits=limits) if sandboxed
-                              else InProcess(cells=cells, check_ids=check_ids, visible=in_executor))
+        executor: Executor = (SandboxedSubmission(zygote, cells, check_ids=check_ids, limits=limits) if sandboxed
+                              else InProcess(cells=cells, check_ids=check_ids))
         with executor:  # execute
-            grader.run_visible_tests(executor)
             result.checks = grader.grade(executor)  # decide
             result.problems.extend(executor.problems)
     finally:
@@ -398,8 +316,7 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
                               conceal=[str(root)] if root else [])
         if grader is None:
             return zygote
-    return zygote.start({name: p.cases for name, p in grader.prepared.items()},
-                        helpers=[c.source for c in locked_cells(grader.source_cells).values()])
+    return zygote.start({name: p.cases for name, p in grader.prepared.items()})
 
 
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,

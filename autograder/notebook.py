@@ -38,8 +38,15 @@ class Cell:
 
     @property
     def is_check(self) -> bool:
-        """An nbgrader test cell: it holds a (hidden) check, not the student's code."""
-        return self.cell_type == "code" and self.grade and not self.solution
+        """An nbgrader test cell worth points: it holds a (hidden) check, not the student's code."""
+        return self.cell_type == "code" and self.grade and not self.solution and not self.is_visible_test
+
+    @property
+    def is_visible_test(self) -> bool:
+        """An nbgrader test cell worth 0 points: an exercise's visible tests. `nbgrader validate`
+        reports it when it fails; nothing scores it (nbgrader gives it 0 of 0; the runner runs it as
+        any cell): docs/maintainers.md."""
+        return self.cell_type == "code" and self.grade and not self.solution and not self.points
 
 
 def _text(source) -> str:

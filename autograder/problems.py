@@ -23,12 +23,29 @@ KINDS = {
     "renamed": "notebook renamed (another notebook graded in its place)",
     "notebook": "extra notebooks, or cells deleted, duplicated or changed",
     "suspected": "the source names a forbidden function or a way around the call watch (no points taken)",
+    "visible": "a visible test failed (visible tests give no points; the hidden checks grade)",
 }
+ADVISORY = ("visible",)  # kinds that are what the scores already say, not trouble beyond wrong answers
+
+# A read-only cell whose grade_id starts with this holds an exercise's visible tests: it runs as any
+# cell, scores nothing, and its failure is said as the exercise's (tests/test_statements.py holds
+# every notebook to it: docs/maintainers.md)
+VISIBLE_PREFIX = "visible_"
 
 
 def cell_error_kind(error: str) -> str:
     """The kind of a cell's error message (as execute.run_cell writes it: "TypeName at line N: ...")."""
     return "syntax-error" if error.startswith(("SyntaxError", "IndentationError", "TabError")) else "error"
+
+
+def cell_problem(cell, error: str) -> "Problem":
+    """What a cell that raised `error` (execute.run_cell's message) is, said for the student."""
+    grade_id = getattr(cell, "grade_id", None) or ""
+    if grade_id.startswith(VISIBLE_PREFIX):
+        name = grade_id[len(VISIBLE_PREFIX):]
+        return Problem("visible", f"the visible tests of {name} (cell {cell.number}) raised {error}; they give "
+                                  f"no points: the hidden checks grade {name}")
+    return Problem(cell_error_kind(error), f"cell {cell.number} raised {error}")
 
 
 class Problem(str):

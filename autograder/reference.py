@@ -35,11 +35,12 @@ def check_points(stem: str) -> dict[str, float]:
 
 
 def visible_tests(stem: str) -> dict[str, Cell]:
-    """The visible part of each check cell of the source notebook, by grade_id.
+    """The visible code of each check cell of the source notebook, by grade_id (comments aside).
 
-    nbgrader runs the source's version of a check cell (students cannot edit
-    it); if its visible tests raise, the cell scores 0. The runner runs the
-    same code in the child, after the student's cells, to give the same score.
+    nbgrader runs the source's version of a check cell: visible tests there would
+    gate its points (a test that raises scores the cell 0). This course keeps its
+    visible tests in read-only cells of their own that score nothing, so this is
+    empty for every chapter; `grading.Grader` refuses a chapter where it is not.
     """
     cells = read_cells(source_notebook(stem))
     return {c.grade_id: Cell(c.index, "code", visible_part(c.source), c.grade_id)

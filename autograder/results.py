@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from autograder.compare import CaseVerdict
-from autograder.problems import KINDS, Problem
+from autograder.problems import ADVISORY, KINDS, Problem
 
 
 @dataclass
@@ -30,7 +30,7 @@ class CheckResult:
     passed: int
     total: int
     cases: list[CaseVerdict] = field(default_factory=list)
-    note: str | None = None  # e.g. the visible tests in the check cell failed
+    note: str | None = None  # why the check scored less than its cases say (none is set today)
     note_kind: str | None = None  # the note's problem kind (autograder.problems.KINDS)
     adjusted: str | None = None  # the instructor changed its points: dropped, re-weighted, a manual score
 
@@ -125,7 +125,7 @@ class SubmissionResult:
     def troubles(self) -> list[tuple[str, str]]:
         """(kind, what) for everything that went wrong beyond wrong answers, kind from PROBLEM_KINDS:
         the problems of the run, then the checks whose every failing case raised (grouped by error)."""
-        found = [(p.kind, str(p)) for p in self.problems]
+        found = [(p.kind, str(p)) for p in self.problems if p.kind not in ADVISORY]
         if not self.ran:
             return found
         by_error: dict[tuple[str, str], list[str]] = {}

@@ -121,6 +121,8 @@ def from_gradebook(results: list[SubmissionResult], config: CourseConfig, db_url
                 for nb in sub.notebooks:
                     for g in nb.grades:
                         c = checks.get(g.name)
+                        if c is None and not g.max_score:
+                            continue  # an exercise's visible tests: a grade cell worth 0 points, no check
                         if c is None:
                             c = CheckResult(g.name.removeprefix("check_"), g.name, 0.0, 0.0, 0, 0)
                             shown.checks.append(c)

@@ -106,22 +106,22 @@ def instrument(meter: _Meter) -> None:
     S.__exit__ = meter.wrap("child end", S.__exit__)
     S._kill = _sample_before(meter, S._kill)
 
-    run_visible = g.Grader.run_visible_tests
-
-    def run_visible_tests(self, executor):
-        frame = meter.wrap("visible tests", run_visible)
-        try:
-            return frame(self, executor)
-        finally:
-            meter.sample_child("visible tests", executor)
-    g.Grader.run_visible_tests = run_visible_tests
+    run_visible = getattr(g.Grader, "run_visible_tests", None)  # an older grading.py (a baseline) has it
+    if run_visible is not None:
+        def run_visible_tests(self, executor):
+            frame = meter.wrap("visible tests", run_visible)
+            try:
+                return frame(self, executor)
+            finally:
+                meter.sample_child("visible tests", executor)
+        g.Grader.run_visible_tests = run_visible_tests
     g.ThreadPoolExecutor = _Serial
 
 
 def _sample_before(meter, kill):
     def wrapped(self):
         if self.pidfd is not None:
-            meter.sample_child("answers", self)  # what the child did since the visible tests
+            meter.sample_child("answers", self)  # what the child did since its cells
         return kill(self)
     return wrapped
 

@@ -158,6 +158,29 @@ def corpus(tmp_path_factory):
             "            return True\n"
             "        return super().__torch_function__(func, types, args, kwargs or {})\n"
             + ABS_MSE + ".as_subclass(Liar)"))),
+        # visible tests steered: they are advisory (a read-only cell that scores nothing), so
+        # forging their verdict or dying in them changes no point
+        "forges_the_visible_verdict": _notebook_with(_append_to("mse_loss", (
+            "def mse_loss(input, target, reduction='mean'):\n"
+            "    import sys\n    f = sys._getframe(1)\n"
+            "    while f is not None:\n        f.f_globals['check_close'] = lambda *a, **k: None\n        f = f.f_back\n"
+            "    return apply_reduction((input - target).abs(), reduction)"))),
+        "dies_in_its_visible_tests": _notebook_with(_append_to("l1_loss", (
+            "def l1_loss(input, target, reduction='mean'):\n"
+            "    import os, sys\n"
+            "    f, graded = sys._getframe(1), False\n    while f is not None:\n"
+            "        graded, f = graded or 'autograder' in f.f_code.co_filename, f.f_back\n"
+            "    if not graded:  # called by a visible test, not by the grader's probes\n"
+            "        os._exit(3)\n"
+            "    return apply_reduction((input - target).abs(), reduction)"))),
+        "raises_in_its_visible_tests": _notebook_with(_append_to("l1_loss", (
+            "def l1_loss(input, target, reduction='mean'):\n"
+            "    import sys\n"
+            "    f, graded = sys._getframe(1), False\n    while f is not None:\n"
+            "        graded, f = graded or 'autograder' in f.f_code.co_filename, f.f_back\n"
+            "    if not graded:\n"
+            "        raise RuntimeError('only for the visible tests')\n"
+            "    return apply_reduction((input - target).abs(), reduction)"))),
         "stateful": _notebook_with(_append_to("l1_loss", (
             "_calls = [0]\n_first = l1_loss\n"
             "def l1_loss(input, target, reduction='mean'):\n"
@@ -241,6 +264,9 @@ EXPECTED = {
     "borrows_the_reference": ("twin_wrong_l1", {}),
     "liar_tensor": ("twin_abs_mse", {}),
     "stateful": ("twin_wrong_l1", {}),
+    "forges_the_visible_verdict": ("twin_abs_mse", {}),  # what its hidden cases earn, as its twin
+    "dies_in_its_visible_tests": (None, {}),  # the visible tests' cell is lost, and costs nothing
+    "raises_in_its_visible_tests": (None, {}),
     "raises_a_cuda_error": (None, {"mse_loss": 0}),  # and the checks after it run in a new child
     "ipython_hooks": (None, {}),
     "memory_bomb": (None, {}),
@@ -268,8 +294,17 @@ def test_honest_submissions_get_full_marks(corpus):
 def test_twins_lose_exactly_their_wrong_function(corpus):
     results = corpus[0]
     assert _points(results["twin_wrong_l1"])["l1_loss"] == 0
-    assert _points(results["twin_abs_mse"])["mse_loss"] == 0
-    assert results["twin_abs_mse"].score == 15
+    # |x - y| for (x - y)^2 keeps only the device cases (shapes and devices: right) and nothing
+    # else; its failing visible test takes no points (visible tests are advisory)
+    abs_mse = next(c for c in results["twin_abs_mse"].checks if c.name == "mse_loss")
+    from autograder.results import score_of
+
+    assert 0 < abs_mse.passed < abs_mse.total
+    assert abs_mse.points == score_of(abs_mse.passed, abs_mse.total, abs_mse.max_points)
+    assert all(v.label.startswith(("on the meta device", "on a CUDA device")) for v in abs_mse.cases if v.passed)
+    assert results["twin_abs_mse"].score == pytest.approx(15 + abs_mse.points)
+    said = " ".join(str(p) for p in results["twin_abs_mse"].problems)
+    assert "raised AssertionError" in said, said  # the visible tests' cell, reported, costing nothing
 
 
 @pytest.mark.parametrize("student", list(EXPECTED))

@@ -138,15 +138,45 @@ def test_a_check_without_a_case_at_zero_fails_the_kink_test(monkeypatch):
 
 
 @pytest.mark.parametrize("stem", ALL_STEMS)
-def test_the_notebook_states_that_failing_visible_tests_score_zero(stem):
-    """The grader (as nbgrader) scores 0 for an exercise whose visible tests raise, however many
-    hidden cases pass (grading.Grader.grade_check): the released notebook says so before any exercise."""
+def test_visible_tests_are_advisory_and_the_notebook_says_so(stem):
+    """The visible tests' role, decided once: they sit in a read-only cell of their own, worth 0
+    points, before the check cell, which holds only the hidden checks. So no visible test can gate
+    or steer a check's points (nbgrader scores the check cell alone; the runner runs no visible
+    test in the grader or the child on its behalf), and the released notebook says so."""
+    from autograder.course import release_notebook
+    from autograder.reference import visible_tests
+
+    assert visible_tests(stem) == {}, f"{stem}: a check cell holds visible tests"
+    nb = json.loads(source_notebook(stem).read_text())
+    ids = [grade_id_of(c) or "" for c in nb["cells"]]
+    for k, gid in enumerate(ids):
+        if gid.startswith("check_"):
+            name = gid.removeprefix("check_")
+            assert ids[k - 1] == f"visible_{name}", (stem, gid, ids[k - 1])
+            meta = nb["cells"][k - 1]["metadata"]["nbgrader"]
+            # nbgrader's own form of a test that scores nothing: a read-only grade cell of 0 points
+            # (`nbgrader validate` reports it failing; autograde gives it 0 of 0)
+            assert meta["locked"] and meta["grade"] and meta["points"] == 0 and not meta["solution"], (stem, meta)
+            assert "no points" in "".join(nb["cells"][k - 1]["source"]), stem
+    nb = json.loads(release_notebook(stem).read_text())
+    first_check = next(i for i, c in enumerate(nb["cells"]) if (grade_id_of(c) or "").startswith("check_"))
+    text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"][:first_check]
+                             if c["cell_type"] == "markdown").split())
+    assert re.search(r"They give \*\*no\s*points\*\*", text), stem
+    assert "scores 0**" not in text, stem
+
+
+@pytest.mark.parametrize("stem", ALL_STEMS)
+def test_the_visible_tests_run_without_the_repository(stem):
+    """A student runs the visible tests with torch and the notebook's own setup: none imports the grader."""
     from autograder.course import release_notebook
 
     nb = json.loads(release_notebook(stem).read_text())
-    first_check = next(i for i, c in enumerate(nb["cells"]) if (grade_id_of(c) or "").startswith("check_"))
-    text = " ".join("".join(c["source"]) for c in nb["cells"][:first_check] if c["cell_type"] == "markdown")
-    assert re.search(r"visible tests fail.{0,40}\s+scores\s+0", " ".join(text.split())), stem
+    cells = [c for c in nb["cells"] if (grade_id_of(c) or "").startswith("visible_")]
+    assert cells, stem
+    for c in cells:
+        source = "".join(c["source"])
+        assert "import autograder" not in source and "from autograder" not in source, grade_id_of(c)
 
 
 @pytest.mark.parametrize("stem", ALL_STEMS)

@@ -4,7 +4,6 @@ Three processes, and the modules whose code runs in each:
 
     grader (trusted)    handle.py      ZygoteHandle: start the zygote, hand it the inputs, ask for children
                         submission.py  SandboxedSubmission: drive one submission's child (an executor)
-                        remote.py      the remote-call proxy for visible tests (also used by the child)
     zygote              bootstrap.py   its first lines (user and PID namespaces before torch starts a thread)
                         zygote.py      the zygote's state, warm-up and fork loop
     child (untrusted)   child.py       the child's set-up after the fork and its request loop
@@ -17,9 +16,9 @@ validated there; nothing the child sends is unpickled. See docs/sandbox.md for
 what each layer stops and what it does not, and docs/design.md for the data flow.
 """
 from autograder.sandbox.handle import ZygoteHandle
-from autograder.sandbox.limits import UID_SLOTS, ChildLost, Limits, RemoteError, SandboxError, Unproxyable
+from autograder.sandbox.limits import UID_SLOTS, ChildLost, Limits, SandboxError
 from autograder.sandbox.policy import secret_paths
 from autograder.sandbox.submission import SandboxedSubmission
 
-__all__ = ["UID_SLOTS", "ChildLost", "Limits", "RemoteError", "SandboxError", "SandboxedSubmission", "Unproxyable",
+__all__ = ["UID_SLOTS", "ChildLost", "Limits", "SandboxError", "SandboxedSubmission",
            "ZygoteHandle", "secret_paths"]

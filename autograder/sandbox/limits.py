@@ -34,12 +34,3 @@ class ChildLost(Exception):
 
 class SandboxError(RuntimeError):
     """The sandbox itself could not start (not the student's fault)."""
-
-
-class Unproxyable(Exception):
-    """An argument or result a visible test cannot get across (a module, a function...):
-    that visible test runs in the child instead."""
-
-
-class RemoteError(Exception):
-    """The graded function raised in the child (or the child was lost); the message says what."""

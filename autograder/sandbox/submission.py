@@ -2,9 +2,8 @@
 
 Runs in the grader. Starts a child from the zygote, runs the cells (a cell
 that kills or hangs the child is skipped: a new child runs the cells before
-it again and goes on, so the cell costs only what it defines), runs visible
-tests and answers checks (a check that kills or hangs the child costs only
-that check). Every reply is decoded by the one codec and every answer
+it again and goes on, so the cell costs only what it defines) and answers
+checks (a check that kills or hangs the child costs only that check). Every reply is decoded by the one codec and every answer
 validated (`Answer.from_record`) before anything decides on it.
 """
 from __future__ import annotations
@@ -16,16 +15,14 @@ import select
 import signal
 import time
 
-import torch
 
 from autograder.answer import Answer, MalformedAnswer, decode
 from autograder.checks import Case
 from autograder.notebook import Cell, code_to_run
-from autograder.problems import Problem, cell_error_kind
+from autograder.problems import Problem, cell_problem
 from autograder.sandbox.handle import ZygoteHandle
 from autograder.sandbox.channel import Channel, ChannelClosed, ChannelTimeout, MessageTooLarge
-from autograder.sandbox.limits import MAX_MESSAGE, ChildLost, Limits, RemoteError, SandboxError
-from autograder.sandbox.remote import RemoteGrad, check_proxyable, pack_args, tensors_in
+from autograder.sandbox.limits import MAX_MESSAGE, ChildLost, Limits, SandboxError
 from autograder.text import clean
 
 _CUDA_ERROR = re.compile(r"CUDA error|cudaError|CUBLAS_STATUS|CUDNN_STATUS|device-side assert|"
@@ -38,18 +35,14 @@ START_ATTEMPTS = 3  # tries to start a child before the submission is a grader e
 class SandboxedSubmission:
     """One submission's child process, restarted past cells that kill it."""
 
-    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, check_ids: set[str],
-                 visible: dict[str, Cell] | None = None, limits: Limits | None = None):
+    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, check_ids: set[str], limits: Limits | None = None):
         self.zygote = zygote
-        self.visible = visible or {}
-        self.visible_failures: dict[str, Problem] = {}
         self.limits = limits or zygote.limits
         self.code = code_to_run(cells, check_ids)
         self.skip: set[int] = set()
         self.problems: list[Problem] = []
         self._reported: set[int] = set()
         self._ahead: list[str] = []  # checks whose answers were asked for ahead (see prefetch)
-        self._calls = 0  # remote calls made for visible tests
         self._replies = None
         self.pid = self.pidfd = self.conn = None
         self.children = 0  # children started for this submission
@@ -189,26 +182,11 @@ class SandboxedSubmission:
         return True
 
     def _run_cells(self) -> None:
-        """Start a child and run the cells, skipping any that kill or hang it;
-        then the visible tests of each check cell, as nbgrader would."""
+        """Start a child and run the cells, skipping any that kill or hang it."""
         while True:
             self._kill()
             self._spawn()
-            if not self._run_student_cells():
-                continue
-            todo = [(g, c) for g, c in self.visible.items() if g not in self.visible_failures]
-            replies = self._pipelined([("visible", c.index, c.source) for _, c in todo], self.limits.cell_timeout)
-            for grade_id, _ in todo:
-                try:
-                    report = next(replies)
-                except ChildLost as lost:
-                    if self.spent is not None:
-                        raise
-                    self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
-                    break
-                if not report.get("ok"):
-                    self.visible_failures[grade_id] = Problem("error", str(report.get("error")))
-            else:
+            if self._run_student_cells():
                 return
 
     def _run_student_cells(self) -> bool:
@@ -231,69 +209,8 @@ class SandboxedSubmission:
                 return False
             if report.get("ok") is not True and cell.index not in self._reported:
                 self._reported.add(cell.index)
-                error = clean(report.get("error"))
-                self.problems.append(Problem(cell_error_kind(error), f"cell {cell.number} raised {error}"))
+                self.problems.append(cell_problem(cell, clean(report.get("error"))))
         return True
-
-    def run_visible(self, grade_id: str, cell: Cell) -> None:
-        """Run one check cell's visible tests in the child (those the grader cannot run itself)."""
-        if not self._ensure_child():
-            self.visible_failures[grade_id] = self.spent
-            return
-        try:
-            report = self._request(("visible", cell.index, cell.source), self.limits.cell_timeout)
-        except ChildLost as lost:
-            self._kill()
-            self.visible_failures[grade_id] = Problem(lost.kind, f"your code {lost}")
-            return
-        if report.get("ok") is not True:
-            self.visible_failures[grade_id] = Problem("error", str(report.get("error")))
-
-    def call(self, name: str, args: tuple, kwargs: dict):
-        """Call the graded function `name` in the child, for a visible test the grader runs.
-        Tensors come back as plain tensors; an output that depends on inputs requiring
-        grad is wired into autograd, its backward computed by the child (`vjp`)."""
-        check_proxyable((args, kwargs))
-        if not self._ensure_child():
-            raise RemoteError(f"your code was not run: {self.spent}")
-        leaves = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
-        self._calls += 1
-        a = self._remote(("call", self._calls, name, pack_args(args, kwargs)))
-        if a.get("unproxyable"):  # the reference returns plain values here (Grader decided it from the source)
-            raise RemoteError(f"your function {clean(a['unproxyable'], 200)} where the reference returns "
-                              "tensors or plain values")
-        n, kind, grad = a.get("n"), a.get("kind"), a.get("grad")
-        items = [a["values"].get(str(k)) for k in range(n)] if isinstance(n, int) and 0 <= n <= 256 else None
-        if (items is None or kind not in ("one", "tuple", "list") or not isinstance(grad, list)
-                or any(not isinstance(k, int) or not 0 <= k < n or type(items[k]) is not torch.Tensor for k in grad)):
-            raise RemoteError("your function's result could not be read")
-        if grad and leaves:
-            cid = self._calls
-            outs = RemoteGrad.apply({"outputs": [items[k] for k in grad],
-                                      "vjp": lambda gos: self._vjp(cid, gos, leaves)}, *leaves)
-            for k, o in zip(grad, outs):
-                items[k] = o
-        return items[0] if kind == "one" else tuple(items) if kind == "tuple" else items
-
-    def _vjp(self, cid: int, grad_outputs, leaves: list) -> list:
-        a = self._remote(("vjp", cid, [g.detach().clone() for g in grad_outputs]))
-        grads = [a["values"].get(str(k)) for k in range(len(leaves))]
-        return [g if type(g) is torch.Tensor else None for g in grads]
-
-    def _remote(self, msg) -> dict:
-        try:
-            reply = self._request(msg, self.limits.cell_timeout)
-        except ChildLost as lost:
-            self._kill()
-            raise RemoteError(f"your code {lost}") from None
-        records = reply.get("records")
-        if reply.get("kind") != "answers" or not isinstance(records, list) or len(records) != 1:
-            self._kill()
-            raise RemoteError("your function's result could not be read")
-        record = records[0]  # decode() made sure it is a dict with a dict of values
-        if record.get("error"):
-            raise RemoteError(clean(record["error"]))
-        return record
 
     def prefetch(self, checks: list) -> None:
         """Ask for the answers of `checks` at once; `answer` then takes them in this order."""

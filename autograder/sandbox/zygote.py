@@ -56,7 +56,6 @@ class ZygoteState:
         self.stem, self.device, self.limits = cfg["stem"], cfg["device"], cfg["limits"]
         self.cases: dict[str, list[Case]] = cfg["cases"]
         self.devices: dict[str, list[list[str]]] = cfg["devices"]
-        self.helpers: list[str] = cfg.get("helpers", [])
         self.checks = load_checks(self.stem)
         warm_up(self)  # before isolating: a first import may want to write (e.g. a temporary folder)
         self.checks = forget_correct_code(self.checks)

@@ -126,9 +126,3 @@ def test_a_list_of_floats_fails_the_float64_and_device_expectations():
     assert result.points < result.max_points
     assert any("expected dtype torch.float64, got torch.float32" in v.message for v in result.cases)
 
-
-def test_the_visible_tests_run_without_the_repository():
-    from autograder.reference import visible_tests
-
-    for grade_id, cell in visible_tests(STEM).items():
-        assert "import autograder" not in cell.source and "from autograder" not in cell.source, grade_id

@@ -81,7 +81,7 @@ class CheckView:
 
     result: CheckResult
     mark: str
-    note: str | None  # why the check scored less than its cases (visible tests failed)
+    note: str | None  # why the check scored less than its cases say (none is set today)
     error: str | None  # the error every failing case raised, when it is the same one
     failures: list[CaseVerdict] = field(default_factory=list)  # shown, at most MAX_FAILURES_SHOWN
     more: int = 0  # failing cases not shown

@@ -43,8 +43,8 @@ def cell_problem(cell, error: str) -> "Problem":
     grade_id = getattr(cell, "grade_id", None) or ""
     if grade_id.startswith(VISIBLE_PREFIX):
         name = grade_id[len(VISIBLE_PREFIX):]
-        return Problem("visible", f"the visible tests of {name} (cell {cell.number}) raised {error}; they give "
-                                  f"no points: the hidden checks grade {name}")
+        return Problem("visible", f"the visible tests of {name} (cell {cell.number}; they give no points: the "
+                                  f"hidden checks grade {name}) raised {error}")
     return Problem(cell_error_kind(error), f"cell {cell.number} raised {error}")
 
 

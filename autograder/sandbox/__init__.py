@@ -5,6 +5,7 @@ Three processes, and the modules whose code runs in each:
     grader (trusted)    handle.py      ZygoteHandle: start the zygote, hand it the inputs, ask for children
                         submission.py  SandboxedSubmission: drive one submission's child (an executor)
     zygote              bootstrap.py   its first lines (user and PID namespaces before torch starts a thread)
+                        newroot.py     a root without the course, then exec (standard library only)
                         zygote.py      the zygote's state, warm-up and fork loop
     child (untrusted)   child.py       the child's set-up after the fork and its request loop
     zygote and child    policy.py      the isolation policy: what is hidden, locked, limited

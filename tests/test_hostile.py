@@ -42,6 +42,16 @@ def _new_cell(code: str, after: str | None = None):
     return edit
 
 
+def _only_in_visible_tests(action: str) -> str:
+    """A right l1_loss that does `action` when a visible test calls it, not the grader's probes."""
+    return ("def l1_loss(input, target, reduction='mean'):\n"
+            "    import os, sys\n"
+            "    f, graded = sys._getframe(1), False\n    while f is not None:\n"
+            "        graded, f = graded or 'autograder' in f.f_code.co_filename, f.f_back\n"
+            f"    if not graded:\n        {action}\n"
+            "    return apply_reduction((input - target).abs(), reduction)")
+
+
 def _both(*edits):
     def edit(nb):
         for e in edits:
@@ -165,22 +175,9 @@ def corpus(tmp_path_factory):
             "    import sys\n    f = sys._getframe(1)\n"
             "    while f is not None:\n        f.f_globals['check_close'] = lambda *a, **k: None\n        f = f.f_back\n"
             "    return apply_reduction((input - target).abs(), reduction)"))),
-        "dies_in_its_visible_tests": _notebook_with(_append_to("l1_loss", (
-            "def l1_loss(input, target, reduction='mean'):\n"
-            "    import os, sys\n"
-            "    f, graded = sys._getframe(1), False\n    while f is not None:\n"
-            "        graded, f = graded or 'autograder' in f.f_code.co_filename, f.f_back\n"
-            "    if not graded:  # called by a visible test, not by the grader's probes\n"
-            "        os._exit(3)\n"
-            "    return apply_reduction((input - target).abs(), reduction)"))),
-        "raises_in_its_visible_tests": _notebook_with(_append_to("l1_loss", (
-            "def l1_loss(input, target, reduction='mean'):\n"
-            "    import sys\n"
-            "    f, graded = sys._getframe(1), False\n    while f is not None:\n"
-            "        graded, f = graded or 'autograder' in f.f_code.co_filename, f.f_back\n"
-            "    if not graded:\n"
-            "        raise RuntimeError('only for the visible tests')\n"
-            "    return apply_reduction((input - target).abs(), reduction)"))),
+        "dies_in_its_visible_tests": _notebook_with(_append_to("l1_loss", _only_in_visible_tests("os._exit(3)"))),
+        "raises_in_its_visible_tests": _notebook_with(_append_to("l1_loss", _only_in_visible_tests(
+            "raise RuntimeError('only for the visible tests')"))),
         "stateful": _notebook_with(_append_to("l1_loss", (
             "_calls = [0]\n_first = l1_loss\n"
             "def l1_loss(input, target, reduction='mean'):\n"

@@ -66,8 +66,12 @@ class ZygoteHandle:
             command += ["isolate", json.dumps(plan)]
         else:
             command += ["none"]
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=[theirs.fileno()], env=env, cwd="/")
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      pass_fds=[theirs.fileno()], env=env, cwd="/")
         theirs.close()
+        self._said: list[str] = []  # the zygote's last lines on stderr (relayed to ours as they come)
+        self._relay = threading.Thread(target=self._relay_stderr, daemon=True)
+        self._relay.start()
         self._lock = threading.Lock()
         self._next_uid = 0
         self.mode = self.warning = None
@@ -88,12 +92,34 @@ class ZygoteHandle:
         except OSError:
             reply = b""
         if not reply:
+            code = self._proc.wait()
+            self._relay.join(timeout=5)
             self.close()
-            raise SandboxError(f"the grading sandbox did not start (exit code {self._proc.wait()})")
+            raise SandboxError(f"the grading sandbox did not start: {self.first_error() or f'exit code {code}'}")
         _, self.mode, self.warning = pickle.loads(reply)
         if self.warning:
             print(self.warning, file=sys.stderr)
         return self
+
+    def _relay_stderr(self) -> None:
+        for line in iter(self._proc.stderr.readline, b""):
+            text = line.decode(errors="replace")
+            self._said = (self._said + [text.rstrip()])[-40:]
+            try:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        self._proc.stderr.close()
+
+    def first_error(self) -> str | None:
+        """What the zygote said of its own failure, in one line: the last line of its
+        traceback (the exception), or its last line."""
+        lines = [line.strip() for line in self._said if line.strip()]
+        if not lines:
+            return None
+        errors = [line for line in lines if not line.startswith(("File ", "Traceback", "^", "~"))]
+        return (errors or lines)[-1][:500]
 
     def spawn(self) -> tuple[int, int | None, socket.socket]:
         """A new child: (pid, a pidfd or None, the grader's end of its socket)."""

@@ -13,7 +13,11 @@ What the new root holds (built on a tmpfs, then `pivot_root`):
   concealed path is rebuilt, with its other entries bound, so that the
   concealed path is simply absent: not covered, not listed, not in
   `/proc/self/mountinfo`;
-* `/proc` (a new instance), `/sys` and `/dev` as the host has them, an empty `/tmp`;
+* `/proc` (a new instance), `/sys` and `/dev` as the host has them, an empty `/tmp`
+  but for what Python needs there (its prefixes, `sys.path`, `PYTHONPATH`: a
+  virtual environment of another checkout, a CI runner's tool venv), bound at
+  the same path; a folder of Python's that holds a concealed path is rebuilt
+  without it, as above;
 * this package, copied to `/grader/autograder` (its `__pycache__` too), so
   that `autograder.__file__` and every traceback name `/grader`;
 * when Python's virtual environment lies inside a concealed path (the
@@ -22,6 +26,11 @@ What the new root holds (built on a tmpfs, then `pivot_root`):
   `/proc/self/mountinfo`; the overlay names only `/proc/self/fd/N`. Files of
   `site-packages` that name a concealed path (an editable install's finder
   and `.pth`, `direct_url.json`) are covered by an empty file.
+
+Before it pivots, `enter` starts the interpreter once in the new root (a
+chrooted child): if Python could not start there, the root is given up and
+the zygote falls back as documented (covering the secrets, one warning line
+naming why), instead of a zygote that dies without a word.
 
 `plan(...)` runs in the grader; `enter(plan)` in the zygote's first process.
 """
@@ -69,9 +78,25 @@ def plan(conceal, hide, package_dir: str, mountpoint: str) -> dict:
         venv = {"site": os.path.realpath(sites[0]) if sites else os.path.join(prefix, "lib", ver, "site-packages"),
                 "lib": ver, "base": base, "system": system, "version": sys.version.split()[0]}
     sites = sorted({os.path.realpath(q) for q in sys.path if q.endswith("-packages") and os.path.isdir(q)})
-    return {"hidden": hidden, "hide": list(hide), "sites": sites, "package": os.path.realpath(package_dir), "mountpoint": mountpoint,
+    pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"hidden": hidden, "hide": list(hide), "sites": sites, "needed": python_layout(pythonpath), "package": os.path.realpath(package_dir), "mountpoint": mountpoint,
             "executable": sys.executable, "venv": venv,  # unresolved: a venv is found next to its link
-            "pythonpath": [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]}
+            "pythonpath": pythonpath}
+
+
+def python_layout(pythonpath) -> list[str]:
+    """Every path Python reads its interpreter, standard library and modules from: its
+    prefixes, the executable (as named and resolved), `sys.path`, `PYTHONPATH`; each as
+    named (a symlink on the way is made again) and resolved."""
+    named = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, sys.executable,
+             os.path.dirname(sys.executable), getattr(sys, "_base_executable", None) or sys.executable,
+             *[q for q in sys.path if q], *pythonpath}
+    out = set()
+    for q in named:
+        if q and os.path.isabs(q) and os.path.lexists(q):
+            out.add(os.path.normpath(q))
+            out.add(os.path.realpath(q))
+    return sorted(out)
 
 
 class _Libc:
@@ -183,6 +208,68 @@ def _replicate(lib: _Libc, host: str, new: str, hidden, top: bool) -> None:
             pass  # a socket, a device, or what this user may not bind: not needed to grade
 
 
+def _copy_mode(src: str, dst: str) -> None:
+    st = os.lstat(src)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        os.chown(dst, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # in a user namespace the host's owners are not all mapped
+
+
+def _provide(lib: _Libc, root: str, path: str, hidden) -> None:
+    """`path` of the host at the same place in the new root (whose parent folders, made here,
+    are empty): the folders on the way made as the host has them (a symlink on the way made
+    again, its target provided on its own), then `path` bound (or rebuilt without what is
+    concealed in it)."""
+    cur, new = "", root
+    for name in path.strip("/").split("/"):
+        cur, new = cur + "/" + name, os.path.join(new, name)
+        if os.path.lexists(new):
+            if os.path.islink(new) or not os.path.isdir(new) or os.path.ismount(new):
+                return  # provided already (bound, or made again as a symlink)
+            continue
+        st = os.lstat(cur)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(cur), new)
+            return
+        if cur == path:
+            if stat.S_ISDIR(st.st_mode) and any(_under(h, [cur]) for h in hidden):
+                os.mkdir(new)
+                _copy_mode(cur, new)
+                _replicate(lib, cur, new, hidden, False)
+            else:
+                _bind_entry(lib, cur, new)
+            return
+        os.mkdir(new)
+        _copy_mode(cur, new)
+
+
+def _starts(root: str, exe: str, env: dict) -> str | None:
+    """None when Python starts in the new root (a child chrooted into it runs `exe -c
+    'import site'`), else why not, in one line."""
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(err_r)
+            os.dup2(err_w, 2)
+            os.chroot(root)
+            os.chdir("/")
+            os.execve(exe, [exe, "-c", "import site"], env)
+        except BaseException as exc:  # noqa: BLE001 - reported by the exit code and stderr
+            os.write(2, f"{exe}: {exc}".encode())
+        os._exit(127)
+    os.close(err_w)
+    with os.fdopen(err_r, "rb") as f:
+        said = f.read(1 << 16).decode(errors="replace")
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code == 0:
+        return None
+    last = [line.strip() for line in said.splitlines() if line.strip()]
+    return f"Python would not start in it ({last[-1][:300] if last else f'exit code {code}'})"
+
+
 def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
     hidden, root = p["hidden"], p["mountpoint"]
     hidden = hidden + [os.path.realpath(root)]
@@ -208,6 +295,11 @@ def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
         lib.mount("/proc", os.path.join(root, "proc"), None, _MS_BIND | _MS_REC)
     for name in ("sys", "dev"):
         lib.mount("/" + name, os.path.join(root, name), None, _MS_BIND | _MS_REC)
+    # what Python needs under the emptied /tmp (the other top-level entries are bound whole)
+    for path in sorted(q for q in p["needed"] if _under(q, ["/tmp"]) and q != "/tmp" and not _under(q, hidden)):
+        _provide(lib, root, path, hidden)
+    if "/tmp" in p["needed"]:
+        _replicate(lib, "/tmp", os.path.join(root, "tmp"), hidden, False)
 
     home = root + PACKAGE_HOME
     for rel, data, mode, mtime in package:
@@ -248,9 +340,18 @@ def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
     for host_site, names in covered.items():
         shown = (os.path.join(root + VENV, "lib", venv["lib"], "site-packages") if venv and host_site == venv["site"]
                  else None if _under(host_site, hidden) else root + host_site)
-        for rel in names if shown else []:
+        for rel in names if shown and os.path.isdir(shown) else []:  # a site not in the root needs no cover
             lib.mount(blank, os.path.join(shown, rel), None, _MS_BIND)
 
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_HOME] + [q for q in p["pythonpath"] if not _under(q, hidden)])
+    for key in ("PATH", "LD_LIBRARY_PATH"):
+        if key in env:
+            kept = [q for q in env[key].split(os.pathsep) if q and not _under(os.path.realpath(q), hidden)]
+            env[key] = os.pathsep.join(([VENV + "/bin"] if venv and key == "PATH" else []) + kept)
+    why = _starts(root, exe, env)
+    if why:
+        raise OSError(why)
     os.chdir(root)
     lib.pivot_root()
     lib.umount(".")
@@ -258,12 +359,6 @@ def _build(lib: _Libc, p: dict) -> tuple[str, dict]:
     for path in (".blank", ".empty"):
         if os.path.lexists("/" + path):
             os.chmod("/" + path, 0)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_HOME] + [q for q in p["pythonpath"] if not _under(q, hidden)])
-    for key in ("PATH", "LD_LIBRARY_PATH"):
-        if key in env:
-            kept = [q for q in env[key].split(os.pathsep) if q and not _under(os.path.realpath(q), hidden)]
-            env[key] = os.pathsep.join(([VENV + "/bin"] if venv and key == "PATH" else []) + kept)
     env["AUTOGRADER_NEWROOT"] = "ok"
     return exe, env
 
@@ -281,7 +376,11 @@ def enter(p: dict, argv: list[str], stage2: str) -> None:
             lib.umount(p["mountpoint"])
         except OSError:
             pass
-        os.environ["AUTOGRADER_NEWROOT"] = f"no root of its own ({exc})"
+        os.environ["AUTOGRADER_NEWROOT"] = f"no root of its own ({exc.strerror or exc})"
         return
-    os.execve(exe, [exe, "-c", stage2, *argv], env)
+    try:
+        os.execve(exe, [exe, "-c", stage2, *argv], env)
+    except OSError as exc:  # checked by _starts, so not expected: say it, the grader reports it
+        os.write(2, f"autograder: the grading sandbox could not start Python in its root: {exe}: {exc}\n".encode())
+        os._exit(127)
 

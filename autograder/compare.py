@@ -8,7 +8,9 @@ known mistakes computed on the same inputs (an error against a mistake that
 raises the same one), single mistakes first, then combinations of them
 (code with several bugs: a hint for each); a match names the hints. A
 device-only case (meta, simulated CUDA) fails device-bound code with
-DEVICE_HINT and calls errors only those devices raise inconclusive.
+DEVICE_HINT. A case that cannot be judged there (data-dependent code, which
+a device without data cannot run, where the same code ran on the CPU) is
+*inconclusive*: left out of the check's share, never counted as passed.
 
 An outcome case (`Case.judge`, e.g. the capstone's held-out accuracy) is
 decided by its judge, here in the grader, once the outputs it names in
@@ -27,7 +29,7 @@ from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
 from autograder.probes.core import TAMPERED, UPSTREAM
-from autograder.probes.fake_cuda import NOT_RUN, fake_only
+from autograder.probes.fake_cuda import NOT_RUN
 from autograder.tolerance import input_scale, tolerance
 
 
@@ -45,6 +47,9 @@ class CaseVerdict:
     # code with several known mistakes at once: each one's name and hint (mistake/hint name the whole)
     mistakes: list[str] | None = None
     hints: list[str] | None = None
+    # not judged (the device-only part could not run, where the same code ran on the CPU): left
+    # out of the check's share, neither passed nor failed
+    inconclusive: bool = False
 
     def matched(self) -> list[tuple[str, str]]:
         """(mistake, hint) for each known mistake this case matched: one, or each part of a combination."""
@@ -166,28 +171,27 @@ _DEVICE_MISMATCH = re.compile(r"same device|expected device|two devices|tensor o
                               re.IGNORECASE)
 
 
-def inconclusive_on_meta(error: str) -> bool:
-    """The meta device cannot run data-dependent code (.item(), masks, nonzero):
-    such an error says nothing about the student's code. Any other error, and
-    every device mismatch, fails the case."""
-    return "meta" in error.lower() and not _DEVICE_MISMATCH.search(error)
+def inconclusive(label: str, why: str) -> CaseVerdict:
+    """A case left out of the check's share (neither passed nor failed), saying why."""
+    return CaseVerdict(label, False, "not judged: " + why, inconclusive=True)
 
 
-def inconclusive_on_fake_cuda(error: str) -> bool:
-    """A simulated CUDA device has no data, no CUDA kernels and no autograd: an error from
-    that says nothing about the code. Any other error (NotImplementedError, a wrong
-    shape) and every device mismatch fail the case."""
-    return fake_only(error) and not _DEVICE_MISMATCH.search(error)
+def meta_inconclusive(case: Case, verdict: CaseVerdict, student: Answer, twin: Answer | None) -> CaseVerdict:
+    """A meta case whose code raised: inconclusive when the same code ran without error on the
+    CPU case the meta case was made from (`twin`), so that the error is the meta device's (no
+    data: .item(), masks, nonzero), and it is no device mismatch. Judged from what the code
+    did on the CPU, never from the error's wording: code that raises on the CPU too fails."""
+    if (case.shape_only and not case.fake_cuda and student.error and not verdict.passed
+            and verdict.mistake != "device-bound" and twin is not None and not twin.error):
+        return inconclusive(case.label, "your code ran on the CPU but not on the meta device, which has no "
+                                        "data (.item(), masks, nonzero): " + student.error[:200])
+    return verdict
 
 
 def decide_case(case: Case, student: Answer, reference: Answer,
                 mistakes: list[tuple[Mistake, Answer]]) -> CaseVerdict:
     if student.error:
         err = student.error
-        if case.fake_cuda and inconclusive_on_fake_cuda(err):
-            return CaseVerdict(case.label, True, "inconclusive on a simulated CUDA device: " + err[:200])
-        if case.shape_only and not case.fake_cuda and inconclusive_on_meta(err):
-            return CaseVerdict(case.label, True, "inconclusive on meta: " + err[:200])
         if case.shape_only and _DEVICE_MISMATCH.search(err):
             return CaseVerdict(case.label, False, f"raised {err}", hint=DEVICE_HINT, mistake="device-bound")
         matched = match_mistake(student, mistakes, case=case, reference=reference)
@@ -207,6 +211,10 @@ def decide_case(case: Case, student: Answer, reference: Answer,
     if problem is None and case.judge is not None:
         problem = case.judge(student.values)
     if problem is None:
+        if case.fake_cuda and any(isinstance(v, str) and v == NOT_RUN and reference.values.get(k) != NOT_RUN
+                                  for k, v in student.values.items()):
+            return inconclusive(case.label, "your code ran on the CPU (as the other cases grade it) but not on "
+                                            "the simulated CUDA device, which has no data (.item(), masks, nonzero)")
         return CaseVerdict(case.label, True)
     parts = ({"output": problem.output, "expected": problem.expected, "got": problem.got}
              if isinstance(problem, Difference) else {})

@@ -25,7 +25,8 @@ import torch
 
 from autograder.answer import Answer
 from autograder.checks import Case, Check, load_checks
-from autograder.compare import CaseVerdict, decide_case
+from autograder.compare import CaseVerdict, decide_case, meta_inconclusive
+from autograder.probes.fake_cuda import NOT_RUN, SUFFIX as FAKE_SUFFIX
 from autograder.course import course_root, source_notebook
 from autograder.executor import Executor, InProcess
 from autograder import __version__
@@ -121,6 +122,8 @@ class Grader:
                     if case.shape_only:
                         continue  # the reference itself cannot run on meta: no meta case here
                     raise RuntimeError(f"reference {check.target} fails on {case.label}: {ref['error']}")
+                if case.fake_cuda and all(ref.values[k] == NOT_RUN for k in ref.values if k.endswith(FAKE_SUFFIX)):
+                    continue  # the reference cannot run on the simulated device: no one can be judged there
                 cases.append(case)
                 refs.append(ref)
                 mistakes.append([(m, run_probe(check, m.impl, case.upcast())) for m in check.mistakes])
@@ -133,10 +136,11 @@ class Grader:
     def decide(self, name: str, answers: list[Answer]) -> CheckResult:
         p = self.prepared[name]
         verdicts: list[CaseVerdict] = []
+        twin = answers[0] if answers else None  # the first case, of which the meta case is a copy on meta
         for k, (case, ref, mistakes, ans) in enumerate(zip(p.cases, p.reference, p.mistakes, answers)):
-            verdicts.append(self._decide_case(name, k, case, ans, ref, mistakes))
+            verdicts.append(meta_inconclusive(case, self._decide_case(name, k, case, ans, ref, mistakes), ans, twin))
         passed = sum(v.passed for v in verdicts)
-        total = len(p.cases)
+        total = sum(not v.inconclusive for v in verdicts)  # a case that could not be judged is left out
         return CheckResult(name, p.check.grade_id, score_of(passed, total, p.max_points),
                            p.max_points, passed, total, verdicts)
 

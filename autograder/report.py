@@ -98,7 +98,7 @@ def _short(text: str, lines: int = NOTE_LINES, width: int = 300) -> str:
 
 
 def view_check(result: CheckResult) -> CheckView:
-    failed = [v for v in result.cases if not v.passed]
+    failed = [v for v in result.cases if not v.passed and not v.inconclusive]  # not judged: no failure
     error = tidy(_short(result.error)) if result.error else None
     shown = [] if error else failed[:MAX_FAILURES_SHOWN]
     counts = Counter(pair for v in failed for pair in v.matched())

@@ -46,7 +46,7 @@ class CheckResult:
     @property
     def error(self) -> str | None:
         """The error every failing case raised, when they all raised the same one (e.g. a missing function)."""
-        failed = {v.message for v in self.cases if not v.passed}
+        failed = {v.message for v in self.cases if not v.passed and not v.inconclusive}
         if len(failed) == 1:
             (message,) = failed
             if message.startswith("raised "):
@@ -110,7 +110,7 @@ class SubmissionResult:
             message = f"raised {error}" if error else ""
             kept: dict[tuple, CaseVerdict] = {}
             for v in c.cases:
-                if not v.passed and (v.matched() or (error and not kept)):
+                if not v.passed and not v.inconclusive and (v.matched() or (error and not kept)):
                     kept.setdefault(tuple(v.matched()), CaseVerdict(v.label, False, message, mistake=v.mistake,
                                                                     hint=v.hint, mistakes=v.mistakes, hints=v.hints))
             checks.append(replace(c, cases=list(kept.values())))

@@ -83,7 +83,9 @@ def test_code_that_moves_to_the_cpu_loses_the_simulated_gpu_case(stem, name):
     assert not verdict.passed and verdict.hint == DEVICE_HINT, verdict.message
     assert result.points < result.max_points
     meta = [v for v in result.cases if v.label.startswith("on the meta device")]
-    assert not meta or meta[0].passed  # on meta, .cpu() raises: inconclusive, which is why this case exists
+    # on meta, .cpu() raises where the CPU case ran: not judged there (left out of the share, never a
+    # pass), which is why the simulated-CUDA case exists
+    assert not meta or (meta[0].inconclusive and not meta[0].passed)
 
 
 def test_every_chapter_has_a_device_bound_answer_that_loses_points():
@@ -123,7 +125,8 @@ def test_an_optimizer_with_state_on_the_cpu_loses_the_simulated_gpu_case():
 
 
 def test_data_dependent_code_is_inconclusive_not_wrong():
-    """.item() and boolean masks cannot run on a fake tensor: the case passes, saying so."""
+    """.item() and boolean masks cannot run on a fake tensor or on meta: those cases are left out
+    of the check's share (neither passed nor failed), saying so, and the check earns full marks."""
     ref = reference("losses")["l1_loss"]
 
     def with_item(input, target, reduction="mean"):
@@ -131,8 +134,51 @@ def test_data_dependent_code_is_inconclusive_not_wrong():
         float(out.sum())  # data-dependent
         return out
 
-    verdict = fake_verdict(grade_impl("losses", "l1_loss", with_item))
-    assert verdict.passed
+    result = grade_impl("losses", "l1_loss", with_item)
+    verdict = fake_verdict(result)
+    assert verdict.inconclusive and not verdict.passed and verdict.message.startswith("not judged"), verdict
+    meta = [v for v in result.cases if v.label.startswith("on the meta device")]
+    assert meta and meta[0].inconclusive, meta
+    assert result.points == result.max_points
+    assert result.total == len(result.cases) - 2 and result.passed == result.total
+
+
+ERRORS_THAT_SAY_META = [
+    NotImplementedError("see the metadata of this cell"),
+    RuntimeError("Tensor.item() cannot be called on meta tensors"),
+    NotImplementedError("Cannot copy out of meta tensor; no data!"),
+    RuntimeError("DataDependentOutputException: fake tensor, inference mode"),
+]
+
+
+@pytest.mark.parametrize("error", ERRORS_THAT_SAY_META, ids=lambda e: str(e)[:30])
+def test_an_error_is_never_a_pass_whatever_it_says(error):
+    """A stub that raises an error naming meta, fake tensors or inference mode earns nothing:
+    its CPU cases fail, so its meta and simulated-CUDA cases are judged (failed), not left out."""
+    def stub(input, target, reduction="mean"):
+        raise error
+
+    for name in ("l1_loss", "mse_loss", "nll_loss"):
+        result = grade_impl("losses", name, stub if name != "nll_loss" else
+                            (lambda input, target, weight=None, ignore_index=-100, reduction="mean": stub(input, target)))
+        assert result.points == 0 and result.passed == 0, (name, [(v.label, v.message) for v in result.cases])
+        assert not any(v.inconclusive for v in result.cases), name
+
+
+def test_an_error_raised_only_on_a_device_fails_the_device_case():
+    """Code that raises its own error on the meta or simulated device only (where it ran on the
+    CPU) is judged there: a raise of the code is the code's, whatever it says."""
+    ref = reference("losses")["l1_loss"]
+
+    def raises_off_the_cpu(input, target, reduction="mean"):
+        if input.device.type != "cpu":
+            raise RuntimeError("fake tensor: data-dependent output on meta")
+        return ref(input, target, reduction)
+
+    result = grade_impl("losses", "l1_loss", raises_off_the_cpu)
+    fake = fake_verdict(result)
+    assert not fake.passed and not fake.inconclusive, fake
+    assert result.points < result.max_points
 
 
 def test_a_stub_a_detached_output_and_a_missing_backward_fail_the_simulated_gpu_case():

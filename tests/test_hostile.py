@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from autograder.checks import FAKE_CUDA_LABEL
 from autograder.course import course_root, release_notebook, source_notebook
 from autograder.grading import grade_class
 from autograder.sandbox import UID_SLOTS, Limits
@@ -259,7 +260,8 @@ EXPECTED = {
     "patches_the_checker": ("twin_wrong_l1", {}),
     "patches_during_the_call": ("twin_wrong_l1", {}),  # patches made while the visible tests call it
     "borrows_the_reference": ("twin_wrong_l1", {}),
-    "liar_tensor": ("twin_abs_mse", {}),
+    # "liar_tensor" (its subclass cannot be made on the simulated CUDA device, so that case is not
+    # judged for it): test_the_comparison_is_made_by_the_grader_not_the_student
     "stateful": ("twin_wrong_l1", {}),
     "forges_the_visible_verdict": ("twin_abs_mse", {}),  # what its hidden cases earn, as its twin
     "dies_in_its_visible_tests": (None, {}),  # the visible tests' cell is lost, and costs nothing
@@ -316,9 +318,17 @@ def test_the_comparison_is_made_by_the_grader_not_the_student(corpus):
     """Patched comparisons, a patched checker and a lying tensor change nothing: same verdicts as the twin."""
     results = corpus[0]
     for student, twin in (("patches_torch_comparisons", "twin_wrong_l1"), ("liar_tensor", "twin_abs_mse")):
-        ours = {c.name: [v.passed for v in c.cases] for c in results[student].checks}
-        theirs = {c.name: [v.passed for v in c.cases] for c in results[twin].checks}
+        ours = {c.name: [v.passed for v in c.cases if not v.inconclusive] for c in results[student].checks}
+        theirs = {c.name: [v.passed for v, w in zip(t.cases, c.cases) if not w.inconclusive]
+                  for t, c in zip(results[twin].checks, results[student].checks)}
         assert ours == theirs
+    # the lying subclass cannot be made on the simulated CUDA device: that case is not judged for it
+    # (left out of its share, never passed), so it earns no more than its twin, and no point from lying
+    liar, twin = _points(results["liar_tensor"]), _points(results["twin_abs_mse"])
+    assert {k: v for k, v in liar.items() if k != "mse_loss"} == {k: v for k, v in twin.items() if k != "mse_loss"}
+    assert 0 < liar["mse_loss"] <= twin["mse_loss"]
+    mse = next(c for c in results["liar_tensor"].checks if c.name == "mse_loss")
+    assert [v.label for v in mse.cases if v.inconclusive] == [FAKE_CUDA_LABEL]
 
 
 def test_exits_and_endless_loops_are_reported(corpus):
@@ -409,6 +419,13 @@ ONLY_UNWATCHED = ("if torch._C._len_torch_function_stack() == 0:\n        return
 BORROWED = {name: {"log_softmax": 0} for name in LOG_SOFTMAX_BY}
 BORROWED["torch_function_off"]["cross_entropy"] = 0  # its cross_entropy calls it under that check's watch
 BORROWED["l1_function_off"] = {"l1_loss": 0}  # detection_loss may call l1_loss: it forbids nothing
+OFF_THE_WATCHED_PATH = {
+    # a stub whose error names the metadata: no case is "inconclusive" because of what an error says
+    "stub_says_meta": ("mse_loss", ("def mse_loss(input, target, reduction='mean'):\n"
+                                    "    raise NotImplementedError('see the metadata of this cell')")),
+}
+for _name, (_check, _) in OFF_THE_WATCHED_PATH.items():
+    BORROWED[_name] = {_check: 0}
 INHERITED = ["imports_correct_code", "reads_the_environment", "reads_the_keyring", "makes_ipc_objects",
              "reads_ipc_objects"]
 
@@ -442,6 +459,8 @@ def borrowed(tmp_path_factory):
     s["l1_function_off"] = _notebook_with(_append_to("l1_loss", (
         "import torch\nimport torch.nn.functional as F\ndef l1_loss(input, target, reduction='mean'):\n"
         "    with torch._C.DisableTorchFunction():\n        return F.l1_loss(input, target, reduction=reduction)")))
+    for name, (check, code) in OFF_THE_WATCHED_PATH.items():
+        s[name] = _notebook_with(_append_to(check, "import torch\n" + code))
     s["imports_correct_code"] = _notebook_with(_new_cell(
         "import gc, importlib\nfound = []\n"
         "for m in ('autograder.chapters.losses', 'autograder.mistakes.optimizers', 'autograder.chapters.optimizers'):\n"
@@ -489,6 +508,9 @@ def test_torchs_own_function_under_another_name_earns_nothing(borrowed, student)
     assert _points(results[student]) == expected, results[student].problems
     check = next(c for c in results[student].checks if c.name == next(iter(BORROWED[student])))
     messages = " ".join(v.message for v in check.cases) + " " + (check.note or "")
+    if student == "stub_says_meta":
+        assert not any(v.inconclusive or v.passed for v in check.cases), messages
+        return
     assert "asks you to write yourself" in messages or "switched off the grader's watch" in messages, messages
 
 

@@ -28,7 +28,7 @@ import torch
 from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
-from autograder.probes.core import TAMPERED, UPSTREAM
+from autograder.probes.core import TAMPERED, THREADED, UPSTREAM
 from autograder.probes.fake_cuda import NOT_RUN
 from autograder.tolerance import input_scale, tolerance
 
@@ -198,9 +198,15 @@ def decide_case(case: Case, student: Answer, reference: Answer,
         return CaseVerdict(case.label, False, f"raised {err}", **(_matched_fields(matched) if matched else {}))
     if TAMPERED in student.forbidden:
         return CaseVerdict(case.label, False,
-                           "switched off the grader's watch on torch calls (popped its torch function or dispatch "
-                           "mode), so the call could not be checked; write the function with elementary tensor "
+                           "switched off or went around the grader's watch on torch calls (popped its torch function "
+                           "or dispatch mode, set the profile hook, used ctypes or torch's private operator lookup), "
+                           "so the call could not be checked; write the function with elementary tensor "
                            "operations and leave torch's modes alone", mistake="forbidden-call")
+    if THREADED in student.forbidden:
+        return CaseVerdict(case.label, False,
+                           "started a thread or a process (or left one running) while the graded code ran, so the "
+                           "grader could not see what it called; graded code runs in the calling thread only",
+                           mistake="forbidden-call")
     if student.forbidden:
         names = ", ".join(student.forbidden)
         return CaseVerdict(case.label, False,

@@ -419,13 +419,75 @@ ONLY_UNWATCHED = ("if torch._C._len_torch_function_stack() == 0:\n        return
 BORROWED = {name: {"log_softmax": 0} for name in LOG_SOFTMAX_BY}
 BORROWED["torch_function_off"]["cross_entropy"] = 0  # its cross_entropy calls it under that check's watch
 BORROWED["l1_function_off"] = {"l1_loss": 0}  # detection_loss may call l1_loss: it forbids nothing
+_RED = "{'none': 0, 'mean': 1, 'sum': 2}[reduction]"
+_L1 = "def l1_loss(input, target, reduction='mean'):\n"
+_NLL = "def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):\n"
+_MSE = "def mse_loss(input, target, reduction='mean'):\n"
+_CE = ("def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', "
+       "label_smoothing=0.0):\n")
+# A Tensor subclass whose own handler runs torch's mse_loss when graded code (or the grader) touches it.
+_LAZY = ("import torch.nn.functional as F\n"
+         "class Lazy(torch.Tensor):\n"
+         "    @classmethod\n"
+         "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+         "        with torch._C.DisableTorchFunctionSubclass():\n"
+         "            if func is torch.Tensor.{trigger} and hasattr(cls, 'saved'):\n"
+         "                i, t, r = cls.saved\n"
+         "                return F.mse_loss(i, t, reduction=r)\n"
+         "            return func(*args, **(kwargs or {{}}))\n")
 OFF_THE_WATCHED_PATH = {
     # a stub whose error names the metadata: no case is "inconclusive" because of what an error says
     "stub_says_meta": ("mse_loss", ("def mse_loss(input, target, reduction='mean'):\n"
                                     "    raise NotImplementedError('see the metadata of this cell')")),
+    # torch's operators under their aten names: overloads, packets, the builtin behind them
+    "aten_l1_overload": ("l1_loss", _L1 + f"    return torch.ops.aten.l1_loss.default(input, target, {_RED})"),
+    "aten_l1_packet": ("l1_loss", _L1 + f"    return torch.ops.aten.l1_loss(input, target, {_RED})"),
+    "aten_l1_builtin": ("l1_loss", _L1 + f"    return torch.ops.aten.l1_loss.default._op(input, target, {_RED})"),
+    "aten_l1_mapped": ("l1_loss", _L1 + "    op = torch.ops.aten.l1_loss.default._op\n"
+                                        f"    return list(map(op, [input], [target], [{_RED}]))[0]"),
+    "aten_nll_loss_nd": ("nll_loss", _NLL + "    return torch.ops.aten.nll_loss_nd(input, target, weight, "
+                                            f"{_RED}, ignore_index)"),
+    "aten_cross_entropy_loss": ("cross_entropy", _CE + "    return torch.ops.aten.cross_entropy_loss(input, target, "
+                                                       f"weight, {_RED}, ignore_index, label_smoothing)"),
+    "private_lookup": ("l1_loss", _L1 + "    op = torch._C._get_operation_overload('aten::l1_loss', '')[0]\n"
+                                        f"    return op(input, target, {_RED})"),
+    # off the watched thread: a thread started and joined, a worker thread left running, a process
+    "in_a_thread": ("l1_loss", "import threading\nimport torch.nn.functional as F\n" + _L1
+                    + "    out = {}\n    job = threading.Thread(target=lambda: out.update(v=F.l1_loss(input, target, "
+                      "reduction=reduction)))\n    job.start()\n    job.join()\n    return out['v']"),
+    "worker_thread": ("mse_loss", "import queue, threading\nimport torch.nn.functional as F\n"
+                      "jobs, done = queue.Queue(), queue.Queue()\n"
+                      "threading.Thread(target=lambda: [done.put(F.mse_loss(*jobs.get())) for _ in iter(int, 1)], "
+                      "daemon=True).start()\n"
+                      "def mse_loss(input, target, reduction='mean'):\n"
+                      "    jobs.put((input, target, None, None, reduction))\n    return done.get()"),
+    "in_a_process": ("mse_loss", "import os, pickle\nimport torch.nn.functional as F\n"
+                     "def mse_loss(input, target, reduction='mean'):\n"
+                     "    r, w = os.pipe()\n    pid = os.fork()\n    if pid == 0:\n"
+                     "        os.write(w, pickle.dumps(F.mse_loss(input, target, reduction=reduction)))\n"
+                       "        os._exit(0)\n    os.close(w)\n    data = b''\n"
+                       "    while chunk := os.read(r, 1 << 16):\n        data += chunk\n"
+                       "    os.waitpid(pid, 0)\n    return pickle.loads(data)"),
+    # inside a Tensor subclass's own handler, where torch's modes are off; late, when the grader reads it
+    "subclass_handler": ("mse_loss", _LAZY.format(trigger="sub") + _MSE
+                         + "    Lazy.saved = (input, target, reduction)\n"
+                           "    return torch.zeros((), dtype=input.dtype).as_subclass(Lazy) - input"),
+    "subclass_late": ("mse_loss", _LAZY.format(trigger="detach") + _MSE
+                      + "    Lazy.saved = (input, target, reduction)\n"
+                        "    return torch.zeros((), dtype=input.dtype).as_subclass(Lazy)"),
+    "subclass_profile_off": ("mse_loss", "import sys\n" + _LAZY.format(trigger="sub").replace(
+        "            if func", "            sys.setprofile(None)\n            if func") + _MSE
+        + "    Lazy.saved = (input, target, reduction)\n"
+          "    return torch.zeros((), dtype=input.dtype).as_subclass(Lazy) - input"),
 }
 for _name, (_check, _) in OFF_THE_WATCHED_PATH.items():
     BORROWED[_name] = {_check: 0}
+# Honest notebooks with a thread that waits while the graded code runs (a progress bar's monitor, a
+# timer): it runs none of the graded work, so they earn what the honest notebook earns.
+HONEST_WITH_THREADS = {
+    "idle_thread": "import threading\nthreading.Thread(target=threading.Event().wait, daemon=True).start()",
+    "idle_timer": "import threading\ntimer = threading.Timer(3600, print)\ntimer.daemon = True\ntimer.start()",
+}
 INHERITED = ["imports_correct_code", "reads_the_environment", "reads_the_keyring", "makes_ipc_objects",
              "reads_ipc_objects"]
 
@@ -461,6 +523,8 @@ def borrowed(tmp_path_factory):
         "    with torch._C.DisableTorchFunction():\n        return F.l1_loss(input, target, reduction=reduction)")))
     for name, (check, code) in OFF_THE_WATCHED_PATH.items():
         s[name] = _notebook_with(_append_to(check, "import torch\n" + code))
+    for name, code in HONEST_WITH_THREADS.items():
+        s[name] = _notebook_with(_new_cell(code, after="setup"))
     s["imports_correct_code"] = _notebook_with(_new_cell(
         "import gc, importlib\nfound = []\n"
         "for m in ('autograder.chapters.losses', 'autograder.mistakes.optimizers', 'autograder.chapters.optimizers'):\n"
@@ -511,7 +575,14 @@ def test_torchs_own_function_under_another_name_earns_nothing(borrowed, student)
     if student == "stub_says_meta":
         assert not any(v.inconclusive or v.passed for v in check.cases), messages
         return
-    assert "asks you to write yourself" in messages or "switched off the grader's watch" in messages, messages
+    assert any(m in messages for m in ("asks you to write yourself", "the grader's watch on torch calls",
+                                       "started a thread or a process")), messages
+
+
+@pytest.mark.parametrize("student", sorted(HONEST_WITH_THREADS))
+def test_a_thread_that_only_waits_costs_nothing(borrowed, student):
+    results = borrowed[0]
+    assert _points(results[student]) == _points(results["honest"]), results[student].problems
 
 
 def test_code_that_is_always_watched_never_borrows(borrowed):

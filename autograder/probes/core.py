@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -12,12 +14,25 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from autograder.answer import Answer
+from autograder.probes.watchnames import OpCall, op_name, watch_names, watched_objects
 
 NOT_DIFFERENTIABLE = "not differentiable"
 
 
 TAMPERED = "<the grader's call watch, switched off>"  # recorded as a forbidden call
+THREADED = "<a thread or process started by the graded code>"  # the watch holds in the calling thread only
 ACTIVE: list = []  # the call watches entered now (innermost last)
+
+# Frames of these modules are torch's (or the grader's) own implementation: a forbidden function they
+# call on behalf of a permitted one is not the graded code's call (the torch function mode sees only
+# the outermost torch call too). torch.nn's modules, torch.optim, ... are not among them: a module's
+# forward calling F.l1_loss is the student's choice of module.
+_INTERNAL = ("torch._", "torch.overrides", "torch.utils", "torch.fx", "torch.jit", "torch.functional",
+             "torch.nn.functional", "torch.autograd", "torch.testing", "torch.masked", "torch.sparse",
+             "autograder.")
+# torch's private lookups of an operator by its name: graded code that calls them goes around the watch.
+_PRIVATE_LOOKUPS = frozenset({"_get_operation_overload", "_jit_get_operation", "_get_schema",
+                              "_dispatch_call_boxed", "_dispatch_find_schema_or_throw"})
 
 
 class _GuardedDisable:
@@ -43,11 +58,184 @@ class _GuardedDisable:
 
 def guard_the_watch() -> None:
     """In the child's zygote, before torch is snapshot: the switches that turn the watch off
-    report themselves (the snapshot restores them before every request)."""
+    report themselves (the snapshot restores them before every request), and so do the ways
+    off the watched thread (`_guard_starts`)."""
     for name in ("DisableTorchFunction", "_DisableTorchDispatch"):
         real = getattr(torch._C, name, None)
         if real is not None and not (isinstance(real, type) and issubclass(real, _GuardedDisable)):
             setattr(torch._C, name, type(name, (_GuardedDisable,), {"real": real}))
+    _guard_starts()
+
+
+def prepare_watch(names) -> None:
+    """Work out once (in the zygote, before children fork) every name and object the watch of
+    `names` looks for."""
+    watched_objects(watch_names(tuple(names)))
+
+
+# -- the ways off the watched thread ---------------------------------------------------------
+# Torch's modes and a profile hook hold in the thread that entered them. While a watch is on, graded
+# code that starts a thread or a process (or finds one running), or sets the profile hook, is recorded:
+# THREADED or TAMPERED. `_STARTS` holds the wrapped starters, checked in place when a watch leaves.
+_STARTS: list[tuple[Any, str, Any]] = []
+_OWN_PROFILE = [False]  # True while the watch itself sets the profile hook
+_STARTED = [False]  # a thread or process was started since a watch last left
+_AUDITED_STARTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "os.exec", "os.spawn",
+                             "os.system", "subprocess.Popen", "pty.spawn"})
+_AUDITED_TAMPERING = frozenset({"sys.setprofile", "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle"})
+
+
+def _record_all(what: str) -> None:
+    for watch in ACTIVE:
+        watch.record(what)
+
+
+def _audit(event: str, args) -> None:
+    if ACTIVE:
+        if event in _AUDITED_STARTS:
+            _record_all(THREADED)
+        elif event in _AUDITED_TAMPERING and not _OWN_PROFILE[0]:
+            _record_all(TAMPERED)
+
+
+def _recording(real):
+    def start(*args, **kwargs):
+        if ACTIVE:
+            _record_all(THREADED)
+        _STARTED[0] = True
+        return real(*args, **kwargs)
+
+    start._watched_start = True
+    return start
+
+
+def _guard_starts() -> None:
+    import _posixsubprocess
+    import _thread
+    import threading
+
+    if _STARTS:
+        return
+    thread = _recording(_thread.start_new_thread)
+    for module, attr in ((_thread, "start_new_thread"), (_thread, "start_new"), (threading, "_start_new_thread")):
+        if hasattr(module, attr):
+            setattr(module, attr, thread)
+            _STARTS.append((module, attr, thread))
+    fork_exec = _recording(_posixsubprocess.fork_exec)
+    _posixsubprocess.fork_exec = fork_exec
+    _STARTS.append((_posixsubprocess, "fork_exec", fork_exec))
+    sys.addaudithook(_audit)
+
+
+def _off_the_thread() -> str | None:
+    """TAMPERED when a thread or process starter was put back, else None."""
+    if any(getattr(module, attr, None) is not start for module, attr, start in _STARTS):
+        return TAMPERED
+    return None
+
+
+def _other_threads() -> dict[int, int] | None:
+    """CPU time (ns) of every other Python thread of this process, None when there is none: a
+    thread left running (a worker) is the graded code's way off the watch only if it runs while
+    the graded code does; one that waits (a progress bar's monitor) costs nothing."""
+    import _thread
+
+    if not _thread._count():
+        return None
+    time.sleep(0.00005)  # let a thread that is finishing what the graded code gave it finish it now
+    me, clocks = _thread.get_ident(), {}
+    for ident in sys._current_frames():
+        if ident != me:
+            try:
+                clocks[ident] = time.clock_gettime_ns(time.pthread_getcpuclockid(ident))
+            except (OSError, AttributeError):
+                clocks[ident] = -1
+    return clocks
+
+
+def _ran_meanwhile(before: dict[int, int] | None) -> bool:
+    """Whether another Python thread ran since `_other_threads()` gave `before` (or started)."""
+    after = _other_threads()
+    if after is None:
+        return bool(before)  # a thread there before has ended: it ran
+    if before is None:
+        return True
+    return set(before) != set(after) or any(after[k] != before[k] or after[k] < 0 for k in after)
+
+
+def _set_profile(fn) -> None:
+    _OWN_PROFILE[0] = True
+    try:
+        sys.setprofile(fn)
+    finally:
+        _OWN_PROFILE[0] = False
+
+
+def _internal(frame) -> bool:
+    """Whether frame runs torch's (or the grader's) own code: its globals are those of a module
+    with an `_INTERNAL` name (a cell cannot pass for one by naming itself so)."""
+    if frame is None:
+        return True
+    g = frame.f_globals
+    name = g.get("__name__")
+    if not isinstance(name, str) or not name.startswith(_INTERNAL):
+        return False
+    module = sys.modules.get(name)
+    return module is not None and getattr(module, "__dict__", None) is g
+
+
+_HANDLERS: dict = {}  # type -> whether it has a __torch_function__ or __torch_dispatch__ of its own
+
+
+def _own_handlers(cls) -> bool:
+    """Whether the Tensor subclass cls runs code of its own on torch calls (a handler defined
+    outside torch): its handlers run with torch's modes off, so the profile hook must watch them."""
+    own = _HANDLERS.get(cls)
+    if own is None:
+        own = False
+        for attr in ("__torch_function__", "__torch_dispatch__"):
+            owner = next((k for k in getattr(cls, "__mro__", ()) if attr in vars(k)), None)
+            if owner is not None and not str(getattr(owner, "__module__", "")).startswith("torch"):
+                own = True
+        _HANDLERS[cls] = own
+    return own
+
+
+def _profile_hook(watch: "_CallWatch", previous):
+    """A profile function that records calls of the watched names' code objects and builtins by
+    graded code, wherever they happen in this thread: also inside a Tensor subclass's
+    __torch_function__ or __torch_dispatch__, where torch's modes are off. Chains `previous`."""
+    codes, builtins, names, record = watch.codes, watch.builtins, watch.names, watch.record
+    tensor = torch._C.TensorBase
+    if not callable(previous):  # e.g. cProfile's profiler, a C function: it is off while the watch is on
+        previous = None
+
+    def hook(frame, event, arg):
+        if event == "c_call":
+            hit = builtins.get(id(arg))
+            if hit is not None:
+                if hit[1] is arg and not _internal(frame):
+                    record(hit[0])
+            else:
+                name = getattr(arg, "__name__", None)
+                if name in names and isinstance(getattr(arg, "__self__", None), tensor) and not _internal(frame):
+                    record(f"torch.{name}")
+                elif (name in _PRIVATE_LOOKUPS and getattr(arg, "__module__", None) == "torch._C"
+                      and not _internal(frame)):
+                    record(TAMPERED)
+        elif event == "call":
+            label = codes.get(frame.f_code)
+            if label is not None and not _internal(frame.f_back):
+                if label is OpCall:
+                    name = op_name(frame.f_locals.get("self"))
+                    if name in names:
+                        record(f"torch.ops.aten.{name}")
+                else:
+                    record(label)
+        if previous is not None:
+            previous(frame, event, arg)
+
+    return hook
 
 
 class _DispatchWatch(TorchDispatchMode):
@@ -60,48 +248,91 @@ class _DispatchWatch(TorchDispatchMode):
         self.watch = watch
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = getattr(getattr(func, "_overloadpacket", func), "__name__", "")
+        name = op_name(func) or getattr(func, "__name__", "")
         if name in self.watch.names:
             self.watch.record(f"torch.ops.aten.{name}")
+        if any(_own_handlers(t) for t in types):
+            self.watch.hook_on()
         return func(*args, **(kwargs or {}))
 
 
 class _CallWatch(TorchFunctionMode):
-    """Records calls of torch functions whose __name__ is in `names`, at two levels.
+    """Records calls of the torch functions `names` forbids, under every name they go by
+    (`watchnames.watch_names`: aliases, `torch._C` builtins, aten operators and overloads), at
+    three levels:
 
-    A TorchFunctionMode sees the torch function itself, whatever alias or
-    module path the code used to reach it (F.l1_loss, torch._C._nn.l1_loss,
-    nn.L1Loss()(...), a method), so renaming does not hide a call; a dispatch
-    mode (`_DispatchWatch`) sees the aten operators below it, so switching
-    torch function handling off or calling `torch.ops.aten` does not either.
-    Code that pops either mode off its stack is recorded as TAMPERED.
-    docs/sandbox.md says what the watch cannot see.
+    - a torch function mode sees the torch function itself, whatever alias or module path the
+      code used to reach it (F.l1_loss, torch._C._nn.l1_loss, nn.L1Loss()(...), a method,
+      torch.ops.aten.l1_loss.default), so renaming does not hide a call;
+    - a dispatch mode (`_DispatchWatch`) sees the aten operators below it, so switching torch
+      function handling off does not either;
+    - a profile hook (`_profile_hook`) sees the Python functions and builtins behind those names
+      called by graded code where both modes are off: inside a Tensor subclass's own handlers
+      (it is turned on when either mode first meets such a subclass, as only then is it needed),
+      also when an answer's value is computed late (`run_probe` makes answers plain inside the watch).
+
+    Code that pops either mode off its stack, sets the profile hook or puts back a thread starter
+    is recorded as TAMPERED; a thread or process started (or running) while the watch is on, as
+    THREADED. docs/sandbox.md says what the watch cannot see.
     """
 
     def __init__(self, names: tuple[str, ...]):
         super().__init__()
-        self.names = set(names)
+        self.names = watch_names(tuple(names))
+        self.codes, self.builtins = watched_objects(self.names)
         self.seen: list[str] = []
         self._below: list[_DispatchWatch] = []
+        self._entries: list[list] = []  # per entry: [our profile hook once on, the profile it replaced]
 
     def record(self, what: str) -> None:
         if what not in self.seen:
             self.seen.append(what)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.names:
-            self.record(f"{getattr(func, '__module__', None) or 'torch'}.{name}")
+        if isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+            name = op_name(func)
+            if name in self.names:
+                self.record(f"torch.ops.aten.{name}")
+        else:
+            name = getattr(func, "__name__", "")
+            if name in self.names:
+                self.record(f"{getattr(func, '__module__', None) or 'torch'}.{name}")
+        if any(_own_handlers(t) for t in types):
+            self.hook_on()
         return func(*args, **(kwargs or {}))
+
+    def hook_on(self) -> None:
+        """Turn the profile hook on for the rest of this entry: a Tensor subclass with handlers of
+        its own is about to run them, with torch's modes off."""
+        entry = self._entries[-1] if self._entries else None
+        if entry is not None and entry[0] is None:
+            entry[0] = _profile_hook(self, sys.getprofile())
+            _set_profile(entry[0])
 
     def __enter__(self):
         below = _DispatchWatch(self)
         below.__enter__()
         self._below.append(below)
         ACTIVE.append(self)
+        off = _off_the_thread()
+        if off:
+            self.record(off)
+        self._entries.append([None, sys.getprofile(), _other_threads()])
         return super().__enter__()
 
     def __exit__(self, *exc):
+        hook, previous, threads = self._entries.pop()
+        if threads is not None or _STARTED[0]:
+            _STARTED[0] = False
+            if _ran_meanwhile(threads):
+                self.record(THREADED)
+        if sys.getprofile() is not (hook or previous):
+            self.record(TAMPERED)
+        if hook is not None or sys.getprofile() is not previous:
+            _set_profile(previous)
+        off = _off_the_thread()
+        if off:
+            self.record(off)
         if ACTIVE and ACTIVE[-1] is self:
             ACTIVE.pop()
         below = self._below.pop()
@@ -154,7 +385,19 @@ def run_probe(check, impl, case) -> Answer:
             raise
         values = {}
         error = describe_exception(exc)
-    plain, devices = to_wire(values)
+    if watch is not None and any(isinstance(v, torch.Tensor) and type(v) is not torch.Tensor and not _is_fake(v)
+                                 for v in values.values()):
+        # A Tensor subclass's answer is made plain inside the watch: what its own handlers call
+        # when its value is read (a late F.l1_loss) is the graded code's call.
+        try:
+            with watch:
+                plain, devices = to_wire(values)
+        except BaseException as exc:  # noqa: BLE001 - the answer's own code raised
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            plain, devices, error = {}, {}, describe_exception(exc)
+    else:
+        plain, devices = to_wire(values)
     return Answer(plain, devices, error, list(watch.seen) if watch else [], buf.getvalue()[-2000:])
 
 
@@ -185,6 +428,10 @@ def to_wire(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
             plain[key] = torch.zeros(tuple(v.shape), dtype=v.dtype)
         elif isinstance(v, torch.Tensor):
             t = v.detach()
+            if type(t) is not torch.Tensor and _is_fake(t):  # a subclass whose detach gave a simulated one
+                devices[key] = str(t.device)
+                plain[key] = torch.zeros(tuple(t.shape), dtype=t.dtype)
+                continue
             if type(t) is not torch.Tensor:
                 t = t.as_subclass(torch.Tensor)
             devices[key] = str(t.device)

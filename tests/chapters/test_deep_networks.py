@@ -70,14 +70,18 @@ def test_the_dead_unit_cases_hold_dead_inactive_and_active_units():
         assert any((o.any(0) & ~o.all(0)).any() for o in off), case.label  # an inactive-sometimes unit
 
 
-def _dead_by_max(net, X):
+def _relu_outs(net, X):
     outs = []
     hooks = [m.register_forward_hook(lambda *a: outs.append(a[2])) for m in net.modules() if isinstance(m, nn.ReLU)]
     with torch.no_grad():
         net(X)
     for h in hooks:
         h.remove()
-    return torch.stack([(o.amax(dim=0) == 0).to(X.dtype).mean() for o in outs])
+    return outs
+
+
+def _dead_by_max(net, X):
+    return torch.stack([(o.amax(dim=0) == 0).to(X.dtype).mean() for o in _relu_outs(net, X)])
 
 
 def _dead_by_preactivation(net, X):
@@ -96,36 +100,6 @@ def _dead_by_preactivation(net, X):
     with torch.no_grad():
         walk(net, X)
     return torch.stack(fractions)
-
-
-ALTERNATIVES = [
-    pytest.param("layer_grad_norms", lambda net: torch.stack(
-        [p.grad.pow(2).sum().sqrt() for n, p in net.named_parameters() if n.endswith("weight")]),
-        id="layer_grad_norms:named-parameters"),
-    pytest.param("layer_grad_norms", lambda net: torch.stack(
-        [m.weight.grad.norm() for m in net.modules() if isinstance(m, nn.Linear)]), id="layer_grad_norms:norm"),
-    pytest.param("dead_unit_fraction", _dead_by_max, id="dead_unit_fraction:amax"),
-    pytest.param("dead_unit_fraction", _dead_by_preactivation, id="dead_unit_fraction:walk-by-hand"),
-]
-
-
-@pytest.mark.parametrize("name, impl", ALTERNATIVES)
-def test_known_correct_alternative_keeps_full_marks(name, impl):
-    assert_full_marks(STEM, name, impl)
-
-
-def test_the_issues_catalogue_is_there():
-    names = {(c.name, m.name) for c in grader(STEM).checks.values() for m in c.mistakes}
-    assert ("dead_unit_fraction", "wrong-dimension") in names
-    assert ("dead_unit_fraction", "one-fraction-for-all-layers") in names
-
-
-def test_a_list_of_floats_fails_the_float64_and_device_expectations():
-    result = grade_impl(STEM, "layer_grad_norms", lambda net: torch.tensor(
-        [m.weight.grad.norm().item() for m in net.modules() if isinstance(m, nn.Linear)]))
-    assert result.points < result.max_points
-    assert any("expected dtype torch.float64, got torch.float32" in v.message for v in result.cases)
-
 
 
 # -- held-out sets: correct code in other styles, and code with one bug each ------------------------
@@ -171,7 +145,14 @@ def _grad_norms_utils(net):
                         if isinstance(m, nn.Linear)])
 
 
-HELD_OUT_CORRECT = [
+ALTERNATIVES = [
+    pytest.param("layer_grad_norms", lambda net: torch.stack(
+        [p.grad.pow(2).sum().sqrt() for n, p in net.named_parameters() if n.endswith("weight")]),
+        id="layer_grad_norms:named-parameters"),
+    pytest.param("layer_grad_norms", lambda net: torch.stack(
+        [m.weight.grad.norm() for m in net.modules() if isinstance(m, nn.Linear)]), id="layer_grad_norms:norm"),
+    pytest.param("dead_unit_fraction", _dead_by_max, id="dead_unit_fraction:amax"),
+    pytest.param("dead_unit_fraction", _dead_by_preactivation, id="dead_unit_fraction:walk-by-hand"),
     pytest.param("dead_unit_fraction", _global_hook_dead, id="dead:global-hook-inference-mode"),
     pytest.param("dead_unit_fraction", _context_manager_dead, id="dead:exitstack-sum-over-size"),
     pytest.param("layer_grad_norms", _grad_norms_linalg, id="norms:linalg-flatten"),
@@ -180,9 +161,23 @@ HELD_OUT_CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("name, impl", HELD_OUT_CORRECT)
-def test_held_out_correct_code_gets_full_marks(name, impl):
+@pytest.mark.parametrize("name, impl", ALTERNATIVES)
+def test_known_correct_alternative_keeps_full_marks(name, impl):
     assert_full_marks(STEM, name, impl)
+
+
+def test_the_issues_catalogue_is_there():
+    names = {(c.name, m.name) for c in grader(STEM).checks.values() for m in c.mistakes}
+    assert ("dead_unit_fraction", "wrong-dimension") in names
+    assert ("dead_unit_fraction", "one-fraction-for-all-layers") in names
+
+
+def test_a_list_of_floats_fails_the_float64_and_device_expectations():
+    result = grade_impl(STEM, "layer_grad_norms", lambda net: torch.tensor(
+        [m.weight.grad.norm().item() for m in net.modules() if isinstance(m, nn.Linear)]))
+    assert result.points < result.max_points
+    assert any("expected dtype torch.float64, got torch.float32" in v.message for v in result.cases)
+
 
 
 def _dead_float32(net, X):
@@ -194,12 +189,7 @@ def _dead_moved_to_cpu(net, X):
 
 
 def _dead_cpu_preallocated(net, X):
-    outs = []
-    hooks = [m.register_forward_hook(lambda *a: outs.append(a[2])) for m in net.modules() if isinstance(m, nn.ReLU)]
-    with torch.no_grad():
-        net(X)
-    for h in hooks:
-        h.remove()
+    outs = _relu_outs(net, X)
     fractions = torch.zeros(len(outs), dtype=X.dtype)
     for k, o in enumerate(outs):
         fractions[k] = (o == 0).all(0).to(X.dtype).mean()
@@ -229,7 +219,8 @@ def _norms_numpy_of_cuda(net):
 
 
 HELD_OUT_WRONG = {  # name -> (check, code, a mistake's name, or what the failing case's message says)
-    "dead:hooks-never-removed": ("dead_unit_fraction", lambda net, X: _hooks_never_removed(net, X), "hooks-left-on"),
+    "dead:global-hook-never-removed": ("dead_unit_fraction", lambda net, X: _global_hook_never_removed(net, X),
+                                       "hooks-left-on"),
     "dead:forward-with-autograd": ("dead_unit_fraction", lambda net, X: _autograd_on(net, X), "forward-with-autograd"),
     "dead:float32-always": ("dead_unit_fraction", _dead_float32, "expected dtype torch.float64, got torch.float32"),
     "dead:moved-to-the-cpu": ("dead_unit_fraction", _dead_moved_to_cpu, "device-bound"),
@@ -241,29 +232,39 @@ HELD_OUT_WRONG = {  # name -> (check, code, a mistake's name, or what the failin
 }
 
 
-def _hooks_never_removed(net, X):
+def _global_hook_never_removed(net, X):
+    from torch.nn.modules.module import register_module_forward_hook
+
     outs = []
-    for m in net.modules():
-        if isinstance(m, nn.ReLU):
-            m.register_forward_hook(lambda mod, i, o: outs.append(o))
-    with torch.no_grad():
+    register_module_forward_hook(lambda m, i, o: outs.append(o) if isinstance(m, nn.ReLU) else None)
+    with torch.inference_mode():
         net(X)
-    return torch.stack([(o == 0).all(0).to(X.dtype).mean() for o in outs])
+    return torch.stack([(torch.count_nonzero(o, dim=0) == 0).to(X.dtype).mean() for o in outs])
 
 
 def _autograd_on(net, X):
+    import contextlib
+
     outs = []
-    hooks = [m.register_forward_hook(lambda *a: outs.append(a[2])) for m in net.modules() if isinstance(m, nn.ReLU)]
-    net(X)
-    for h in hooks:
-        h.remove()
-    return torch.stack([(o == 0).all(0).to(X.dtype).mean() for o in outs])
+    with contextlib.ExitStack() as stack:
+        for m in net.modules():
+            if isinstance(m, nn.ReLU):
+                stack.callback(m.register_forward_hook(lambda mod, i, o: outs.append(o)).remove)
+        net(X)
+    return torch.stack([(o <= 0).all(0).sum().to(X.dtype) / o.shape[1] for o in outs])
 
 
 @pytest.mark.parametrize("name", list(HELD_OUT_WRONG))
 def test_held_out_wrong_code_loses_points_naming_its_bug(name):
+    from torch.nn.modules import module as torch_module
+
     check, impl, bug = HELD_OUT_WRONG[name]
-    result = grade_impl(STEM, check, impl)
+    before = dict(torch_module._global_forward_hooks)
+    try:
+        result = grade_impl(STEM, check, impl)
+    finally:  # a global hook the code left: removed, so that it does not run in the other tests
+        for key in set(torch_module._global_forward_hooks) - set(before):
+            del torch_module._global_forward_hooks[key]
     assert result.points < result.max_points, name
     failing = [v for v in result.cases if not v.passed and not v.inconclusive]
     if bug == "device-bound":  # only the device cases fail, with the device hint

@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from autograder.compare import Difference
+from autograder.probes.helpers import helpers_in_place
 
 TEST_OUTPUTS = "outputs on the held-out test images"
 SECONDS = "training seconds"
@@ -266,23 +267,6 @@ def course_evaluate(model: nn.Module, batches, num_classes: int):
     if confusion is None or not _has_data(confusion):
         return 0.0, confusion
     return confusion.diagonal().sum().item() / max(confusion.sum().item(), 1), confusion
-
-
-@contextlib.contextmanager
-def helpers_in_place(impl, helpers: tuple[tuple[str, Callable], ...]):
-    """While the block runs, each name of `helpers` that `impl`'s module (the notebook) defines
-    is the helper given instead; restored afterwards."""
-    namespace = getattr(impl, "__globals__", None)
-    swapped = {}
-    if isinstance(namespace, dict):
-        for name, helper in helpers:
-            if callable(namespace.get(name)):
-                swapped[name] = namespace[name]
-                namespace[name] = helper
-    try:
-        yield sorted(swapped)
-    finally:
-        namespace.update(swapped) if swapped else None
 
 
 def _digits_loaders() -> list[tuple[Any, str]]:

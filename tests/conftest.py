@@ -92,3 +92,19 @@ def all_mistakes():
 
     return [pytest.param(stem, c.name, m, id=f"{stem}.{c.name}:{m.name}")
             for stem in ALL_STEMS for c in load_checks(stem).values() for m in c.mistakes]
+
+
+def assert_loses_points_naming(stem: str, check_name: str, impl, bug: str) -> None:
+    """Held-out wrong code: it loses points, and what it gets names its bug: `bug` is a catalogued
+    mistake's name (its hint must be given), "device-bound" (only device cases fail, with the device
+    hint) or words the failing case's message must hold."""
+    result = grade_impl(stem, check_name, impl)
+    assert result.points < result.max_points, f"{check_name}: kept full marks"
+    failing = [v for v in result.cases if not v.passed and not v.inconclusive]
+    if bug == "device-bound":
+        assert failing and all(v.mistake == "device-bound" for v in failing), [v.message for v in failing]
+    elif " " in bug:
+        assert any(bug in v.message for v in failing), [v.message for v in failing]
+    else:
+        hint = next(m.hint for m in grader(stem).checks[check_name].mistakes if m.name == bug)
+        assert bug in result.mistakes and hint in result.hints, (result.mistakes, failing[0].message)

@@ -43,7 +43,9 @@ _STATES = {"plain": "x a plain tensor (requires_grad=False)",
 
 def _grad_of_cases(gen, *, device, dtype):
     cases = []
-    specs = [("cube_sum", (5,), "plain"), ("square", (3, 4), "plain"), ("sigmoid", (6,), "plain"),
+    # the first case (of which the meta case is a copy) has a non-scalar output: a gradient made for it on the
+    # CPU (grad_outputs=torch.ones(out.shape)) meets a meta output there, as it would meet a GPU's
+    specs = [("square", (3, 4), "plain"), ("cube_sum", (5,), "plain"), ("sigmoid", (6,), "plain"),
              ("times_sum", (4,), "plain"), ("row_norms", (3, 5), "plain"), ("exp_mean", (2, 3), "plain"),
              ("square", (4,), "leaf"), ("cube_sum", (2, 3), "leaf"),
              ("sigmoid", (5,), "non-leaf"), ("exp_mean", (4,), "non-leaf")]
@@ -153,12 +155,26 @@ _AbsNoUpstream = _abs_function("input", lambda g, input: torch.sign(input))
 _AbsSignOfOutput = _abs_function("output", lambda g, out: g * torch.sign(out))
 
 
+class _AbsOnCtx(torch.autograd.Function):
+    """The input kept as an attribute of ctx instead of ctx.save_for_backward."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.input = input
+        return _where_abs(input)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * torch.sign(ctx.input)
+
+
 ABS_FUNCTION = Check(
     name="AbsFunction",
     target="AbsFunction",
     make_cases=_abs_cases,
-    probe=AutogradFunctionProbe(),
+    probe=AutogradFunctionProbe(saved=True),
     forbidden=("abs", "abs_", "absolute", "absolute_", "grad", "backward"),
+    stated=(r"ctx\.save_for_backward", r"autograd itself .*in either"),
     mistakes=(
         Mistake("backward-returns-forward", "backward returns grad_output times the derivative of |x|, which is "
                 "sign(x) (-1, 0 or +1), not times the forward's value |x|.", _AbsReturnsForward),
@@ -168,6 +184,10 @@ ABS_FUNCTION = Check(
                 "rule); without it the gradient ignores everything that comes after |x|.", _AbsNoUpstream),
         Mistake("sign-of-the-output", "The derivative of |x| is the sign of the input: the output |x| is never "
                 "negative, so its sign is wrong for every x < 0. Save the input in forward.", _AbsSignOfOutput),
+        Mistake("not-saved-for-backward", "Keep the tensors backward needs with ctx.save_for_backward(input) and "
+                "read them back from ctx.saved_tensors: a tensor kept as an attribute of ctx (ctx.input = input) "
+                "escapes autograd's checks (an in-place change after forward goes unnoticed) and can keep memory "
+                "alive.", _AbsOnCtx),
     ),
 )
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import randint, randn
-from autograder.probes.training import DIAGNOSTICS, AccuracyJudge, EvaluateProbe, FitProbe, OutputsProbe
+from autograder.probes.training import (DIAGNOSTICS, AccuracyJudge, EvaluateProbe, FitProbe, OutputsProbe,
+                                         course_evaluate)
 
 THRESHOLD = 0.90  # accuracy the training function must reach on the held-out test images
 BUDGET_S = 20.0  # seconds of training it may take (one CPU thread when graded on a CPU)
@@ -141,7 +142,7 @@ def _evaluate_cases(gen, *, device, dtype):
     return cases
 
 
-def _evaluator(eval_mode=True, no_grad=True, transposed=False, batch_mean=False):
+def _evaluator(eval_mode=True, no_grad=True, transposed=False, batch_mean=False, tensor_accuracy=False):
     """evaluate() with switchable mistakes."""
     def evaluate(model, batches, num_classes):
         if eval_mode:
@@ -157,6 +158,8 @@ def _evaluator(eval_mode=True, no_grad=True, transposed=False, batch_mean=False)
                 accuracies.append((predicted == y).double().mean().item())
         if batch_mean:
             return sum(accuracies) / len(accuracies), confusion
+        if tensor_accuracy:
+            return confusion.diagonal().sum() / confusion.sum(), confusion
         return float(confusion.diagonal().sum() / confusion.sum()), confusion
     return evaluate
 
@@ -177,6 +180,8 @@ EVALUATE = Check(
                 "j: rows are the labels, columns the predictions.", _evaluator(transposed=True)),
         Mistake("mean-of-batch-accuracies", "Accuracy is correct predictions over all examples: the mean of the "
                 "batch accuracies weighs a small last batch as much as a full one.", _evaluator(batch_mean=True)),
+        Mistake("accuracy-a-tensor", "Return the accuracy as a Python float (.item() or float(...)), not a 0-d "
+                "tensor: the caller compares and prints it as a number.", _evaluator(tensor_accuracy=True)),
     ),
     description="accuracy and confusion matrix, in eval mode and without autograd",
 )
@@ -193,15 +198,24 @@ def _fit_cases(gen, *, device, dtype):
     t, v = torch.tensor(train.indices), torch.tensor(val.indices)
     label = (f"trained on the course's {N_TRAIN} training and {N_VAL} validation images (torch.manual_seed(0)); "
              f"needs an accuracy of at least {THRESHOLD:.2f} on {int(_held_out().sum())} held-out test images "
-             f"and at most {BUDGET_S:g} s of training")
+             f"and at most {BUDGET_S:g} s of training; your fit's calls of evaluate get the course's evaluate "
+             "(yours is graded on its own: one bug costs once)")
     return [Case(label, (), {"X_train": X_dev[t].to(device), "y_train": y_dev[t].to(device),
                              "X_val": X_dev[v].to(device), "y_val": y_dev[v].to(device),
                              "X_test": X[_held_out()].to(device)}, dtype, compare=DIAGNOSTICS,
                  judge=AccuracyJudge(held_out_labels, THRESHOLD, BUDGET_S))]
 
 
-def _fitter(mistake=None, epochs=3):
-    """A short training run with one known mistake (the probe recognises each by what it does)."""
+class _Noise(nn.Module):
+    """Gaussian noise in training mode only: a module of the student's own whose output depends on the mode."""
+
+    def forward(self, x):
+        return x + 0.05 * torch.randn_like(x) if self.training else x
+
+
+def _fitter(mistake=None, epochs=3, layer="dropout"):
+    """A short training run with one known mistake (the probe recognises each by what it does);
+    `layer`: the model's mode-dependent layer ("dropout", "batchnorm" or "noise", a module of its own)."""
     def fit(X_train, y_train, X_val, y_val):
         if mistake == "trains-on-all-digits":
             from sklearn.datasets import load_digits
@@ -210,10 +224,12 @@ def _fitter(mistake=None, epochs=3):
             X_all = torch.tensor(digits.data, dtype=torch.float32, device=X_train.device)
             X_train = (X_all - X_all.mean(0)) / X_all.std(0, correction=0).clamp(min=1)
             y_train = torch.tensor(digits.target, device=X_train.device)
-        layers = [nn.Linear(X_train.shape[1], 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 10)]
+        middle = {"dropout": nn.Dropout(0.1), "batchnorm": nn.BatchNorm1d(32), "noise": _Noise()}[layer]
+        layers = [nn.Linear(X_train.shape[1], 32), nn.ReLU(), middle, nn.Linear(32, 10)]
         if mistake == "softmax-then-cross-entropy":
             layers.append(nn.Softmax(dim=1))
-        model = nn.Sequential(*layers).to(X_train.device)
+        model = nn.Sequential(*layers).to("cpu" if mistake == "model-on-the-cpu" else X_train.device)
+        loss_fn = nn.CrossEntropyLoss()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         best, best_accuracy = None, -1.0
         for _ in range(epochs):
@@ -223,12 +239,13 @@ def _fitter(mistake=None, epochs=3):
                 batch = order[i:i + 128]
                 if mistake != "no-zero-grad":
                     optimizer.zero_grad()
-                nn.functional.cross_entropy(model(X_train[batch]), y_train[batch]).backward()
+                loss_fn(model(X_train[batch]), y_train[batch]).backward()
                 optimizer.step()
             if mistake != "validation-in-train-mode":
                 model.eval()
             with torch.no_grad():
-                accuracy = float((model(X_val).argmax(1) == y_val).float().mean())
+                accuracy = float((model(X_val).argmax(1) == y_val).float().mean()) if X_val.device.type != "meta" \
+                    else 0.0
             if accuracy > best_accuracy:
                 best, best_accuracy = copy.deepcopy(model.state_dict()), accuracy
         model.load_state_dict(best)
@@ -236,22 +253,35 @@ def _fitter(mistake=None, epochs=3):
     return fit
 
 
+_EVAL_MODE_HINT = ("Call model.eval() before measuring the validation accuracy (and model.train() before the "
+                   "next epoch): in training mode {what}, so the best checkpoint is chosen on scores that are "
+                   "not the model's.")
+
 FIT = Check(
     name="fit",
     target="fit",
     make_cases=_fit_cases,
-    probe=FitProbe(seed=0),
+    probe=FitProbe(seed=0, helpers=(("evaluate", course_evaluate),)),
     dtypes=(torch.float32,),
-    meta_case=False,
+    meta_case=False,  # the probe runs fit on meta itself, within the one case (FitProbe._on_meta)
     mistakes=(
-        Mistake("no-zero-grad", "Call optimizer.zero_grad() before every backward(): backward() adds to .grad, so "
-                "without it each step follows the sum of all the gradients so far.", _fitter("no-zero-grad")),
+        Mistake("no-zero-grad", "Call optimizer.zero_grad() between two optimizer steps: backward() adds to "
+                ".grad, so without it each step follows the sum of all the gradients so far.",
+                _fitter("no-zero-grad")),
         Mistake("softmax-then-cross-entropy", "The model's last layer must give logits: CrossEntropyLoss applies "
                 "log_softmax itself, so a Softmax layer before it squashes the logits twice and training stalls.",
                 _fitter("softmax-then-cross-entropy")),
-        Mistake("validation-in-train-mode", "Call model.eval() before measuring the validation accuracy (and "
-                "model.train() before the next epoch): in training mode dropout is active, so the best "
-                "checkpoint is chosen on noisy scores.", _fitter("validation-in-train-mode")),
+        Mistake("validation-in-train-mode", _EVAL_MODE_HINT.format(what="dropout is active (a dropout layer "
+                "drops units at random)"), _fitter("validation-in-train-mode")),
+        Mistake("validation-in-train-mode-batch-norm", _EVAL_MODE_HINT.format(
+                what="batch norm normalizes with the validation batch's own statistics (and updates its running "
+                "statistics with the validation images)"), _fitter("validation-in-train-mode", layer="batchnorm")),
+        Mistake("validation-in-train-mode-own-module", _EVAL_MODE_HINT.format(
+                what="your module that reads self.training computes its training-mode output"),
+                _fitter("validation-in-train-mode", layer="noise")),
+        Mistake("model-on-the-cpu", "Build the model on the inputs' device, .to(X_train.device): a model "
+                "made on the CPU (.to(\"cpu\"), or no .to() at all) cannot take a GPU's images (the grader runs "
+                "fit once more on the meta device to see it).", _fitter("model-on-the-cpu")),
         Mistake("trains-on-all-digits", "Train only on the images fit() is given: loading the whole data set "
                 "inside fit() puts the held-out test images into training, and the test score means nothing.",
                 _fitter("trains-on-all-digits")),

@@ -58,7 +58,6 @@ def _linears(net):
 
 GRAD_NORMS = Check(
     name="layer_grad_norms",
-    fake_cuda_case=False,  # autograd runs inside the graded code: on a simulated GPU it aborts
     target="layer_grad_norms",
     make_cases=_grad_norm_cases,
     probe=ModelDiagnosticProbe("grad_norms"),
@@ -118,12 +117,31 @@ def _dead_by(reduce):
     return lambda net, X: torch.stack([reduce(out).to(X.dtype) for out in _relu_outputs(net, X)])
 
 
+def _hooks_kept(net, X):
+    outs = []
+    for m in net.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda mod, inp, out: outs.append(out))
+    with torch.no_grad():
+        net(X)
+    return torch.stack([(out == 0).all(dim=0).to(X.dtype).mean() for out in outs])
+
+
+def _with_autograd(net, X):
+    outs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outs.append(out)) for m in net.modules()
+             if isinstance(m, nn.ReLU)]
+    net(X)
+    for h in hooks:
+        h.remove()
+    return torch.stack([(out == 0).all(dim=0).to(X.dtype).mean() for out in outs])
+
+
 DEAD_UNITS = Check(
     name="dead_unit_fraction",
     target="dead_unit_fraction",
     make_cases=_dead_cases,
     probe=ModelDiagnosticProbe("dead_units"),
-    dtypes=(torch.float32,),
     mistakes=(
         Mistake("wrong-dimension", "A unit is dead when its output is 0 for every example: reduce with "
                 ".all(dim=0) over the batch (dimension 0), then average over the units; .all(dim=1) asks "
@@ -140,6 +158,11 @@ DEAD_UNITS = Check(
         Mistake("one-fraction-for-all-layers", "Return one fraction per ReLU layer, in order: a (L,) tensor.",
                 lambda net, X: torch.cat([(out == 0).all(dim=0) for out in _relu_outputs(net, X)]).to(X.dtype)
                 .mean()),
+        Mistake("hooks-left-on", "Remove every hook you register (handle.remove(), in a finally block): a hook "
+                "left on the network runs again at every later forward pass and keeps its outputs alive.",
+                _hooks_kept),
+        Mistake("forward-with-autograd", "Run the forward pass under torch.no_grad(): a diagnostic needs no "
+                "gradient, and with autograd on every ReLU output keeps its graph in memory.", _with_autograd),
     ),
 )
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
+from autograder.probes.helpers import WithHelpers
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -425,6 +426,11 @@ def _ce_cases(gen, *, device, dtype):
     w = rand(gen, C, dtype=dtype, device=device, low=0.3, high=3.0)
     t_ign = t.clone()
     t_ign[::2] = -100
+    # first, as the device cases (meta, simulated CUDA) are copies of the first case: label smoothing without
+    # class weights, where an implementation makes its own weights (torch.ones(C) hard-codes the CPU)
+    cases.append(Case(_label((N, C), dtype, label_smoothing=0.1, ignore_index=-100, note="half the targets ignored; "
+                             "with the course's log_softmax and nll_loss in place of yours (graded on their own: "
+                             "one bug costs once)"), (x, t_ign), {"label_smoothing": 0.1}, dtype))
     for r in REDUCTIONS:
         cases.append(Case(_label((N, C), dtype, reduction=r), (x, t), {"reduction": r}, dtype))
     cases.append(Case(_label((N, C), dtype, weight="(C,)"), (x, t), {"weight": w}, dtype))
@@ -486,7 +492,8 @@ CROSS_ENTROPY = Check(
     name="cross_entropy",
     target="cross_entropy",
     make_cases=_ce_cases,
-    probe=FunctionProbe(),
+    # the notebook's cross_entropy may call its log_softmax and nll_loss: it gets the course's (one bug costs once)
+    probe=WithHelpers(FunctionProbe(), (("log_softmax", _stable_log_softmax), ("nll_loss", _nll))),
     forbidden=("cross_entropy", "cross_entropy_loss"),
     mistakes=(
         Mistake("softmax-not-log-softmax", "cross_entropy is nll_loss of log_softmax(input, dim=1): "

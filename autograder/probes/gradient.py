@@ -29,6 +29,10 @@ there) or "non-leaf" (x = 1.0 * base with base requiring grad).
 The case's kwargs: `problem` (a key of PROBLEMS), `data` (its fixed tensors),
 `x0`, `lr`, `steps`. Making a torch.optim optimizer, or calling its code, is
 reported as forbidden (the optimizer probe's watch, constructors included).
+
+Both run autograd inside the graded code, which the simulated CUDA device
+cannot: their device case is on meta, where copies to the CPU behave as on a
+GPU (`MetaToCpu`), so an answer kept on the CPU is seen there.
 """
 from __future__ import annotations
 
@@ -38,7 +42,57 @@ from typing import Any
 
 import torch
 
+from torch.overrides import TorchFunctionMode
+
 from autograder.probes.core import _CallWatch
+
+# -- the meta case: copies to the CPU as a GPU makes them --------------------------------
+
+class MetaToCpu(TorchFunctionMode):
+    """On the meta device, what a GPU does when code copies a tensor to the CPU: `.cpu()`,
+    `.to("cpu")` give an empty CPU tensor of the shape and dtype (a meta tensor has no data to
+    copy, and torch raises there), and writing a meta tensor into a CPU one (`rows[k] = x`,
+    `.copy_`) leaves the CPU tensor a CPU tensor. So code that keeps its answer on the CPU
+    returns a CPU tensor, which the device comparison sees, instead of raising an error that
+    says nothing (inconclusive); code that copies to the CPU and back gets a meta tensor again.
+    Reading data (`.item()`, `.tolist()`) still raises: not judged there."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if src is not None and src.device.type == "meta":
+            if func is torch.Tensor.cpu:
+                return torch.empty(src.shape, dtype=src.dtype)
+            if func is torch.Tensor.to:
+                target = _to_the_cpu(args[1:], kwargs)
+                if target is not None:
+                    return torch.empty(src.shape, dtype=target or src.dtype)
+        if src is not None and src.device.type == "cpu":
+            value = args[2] if func is torch.Tensor.__setitem__ and len(args) > 2 else \
+                args[1] if func is torch.Tensor.copy_ and len(args) > 1 else None
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                return src if func is torch.Tensor.copy_ else None
+        return func(*args, **kwargs)
+
+
+def _to_the_cpu(args, kwargs):
+    """For Tensor.to(*args, **kwargs): None when it does not go to the CPU, else the dtype it
+    asks for (False: the tensor's own)."""
+    dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), False)
+    for a in [*args, kwargs.get("device"), kwargs.get("other")]:
+        if isinstance(a, torch.Tensor):
+            return a.dtype if a.device.type == "cpu" else None
+        if isinstance(a, (str, torch.device, int)) and not isinstance(a, bool):
+            try:
+                return dtype if torch.device(a).type == "cpu" else None
+            except (RuntimeError, TypeError):
+                return None
+    return None
+
+
+def on_meta(case) -> bool:
+    return any(t.device.type == "meta" for t in case.tensors())
+
 
 # -- the functions grad_of is asked to differentiate: x -> a tensor ----------------------
 
@@ -81,7 +135,8 @@ class GradOfProbe:
             x = 1.0 * base
         else:
             raise ValueError(f"unknown state {state!r}")
-        with watch if watch is not None else contextlib.nullcontext():
+        with MetaToCpu() if on_meta(case) else contextlib.nullcontext(), \
+                watch if watch is not None else contextlib.nullcontext():
             first = _snapshot(impl(fn, x))
             second = _snapshot(impl(fn, x))
         out: dict[str, Any] = {"gradient": first, "gradient, second call": second,
@@ -140,6 +195,6 @@ class DescentProbe:
         def loss_fn(x):
             return loss_of(x, data)
 
-        with watching(watch, constructors=True):
+        with MetaToCpu() if on_meta(case) else contextlib.nullcontext(), watching(watch, constructors=True):
             trajectory = impl(loss_fn, x0, kw["lr"], kw["steps"])
         return {"trajectory": trajectory, "x0 afterwards": x0, "x0.requires_grad afterwards": bool(x0.requires_grad)}

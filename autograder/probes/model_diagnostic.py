@@ -17,7 +17,10 @@ The case's kwargs describe the network:
                 as in a network made of blocks; False: one flat nn.Sequential
     X, y        the batch (y only for grad_norms)
 
-What comes back: {"output": what impl returned}.
+What comes back: {"output": what impl returned}; for dead_units also the forward
+hooks it left on the network (HOOKS_LEFT, 0 when it removed its own) and whether
+its forward pass was recorded by autograd (RECORDED: it runs under no_grad).
+On the simulated CUDA device (`run_fake`) the same network, on the fake device.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from autograder.probes.fake_cuda import is_fake
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -52,23 +58,114 @@ def build_mlp(weights, biases, activation: str, nested: bool = False) -> nn.Modu
     return nn.Sequential(*layers)
 
 
+class _Replay(TorchFunctionMode):
+    """Data out of tensors on the simulated CUDA device, as a GPU gives it: `.item()`, `.tolist()`
+    and `.numpy()` (of a tensor moved to the CPU) return what the same calls returned in the
+    CPU pass of the same case, in the same order (recorded there), so code that builds its
+    answer from Python numbers (`torch.tensor([g.norm().item() ...])`) or numpy runs on and
+    makes a CPU tensor, as on a GPU; `.numpy()` of a CUDA tensor raises the TypeError a GPU's
+    torch raises. Past the end of the recording, torch's own (data-dependent) error:
+    inconclusive."""
+
+    def __init__(self, recorded: list | None = None):
+        super().__init__()
+        self.recording = recorded is None
+        self.values = [] if recorded is None else list(recorded)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy) and args \
+                and isinstance(args[0], torch.Tensor) and not (is_fake(args[0]) and args[0].device.type == "cuda"
+                                                               and func is torch.Tensor.numpy):
+            if self.recording:
+                value = func(*args, **(kwargs or {}))
+                self.values.append(value)
+                return value
+            if self.values and is_fake(args[0]):
+                return self.values.pop(0)
+        if func is torch.Tensor.numpy and args and is_fake(args[0]) and args[0].device.type == "cuda":
+            raise TypeError(f"can't convert {args[0].device} device type tensor to numpy. Use Tensor.cpu() to "
+                            "copy the tensor to host memory first.")
+        return func(*args, **(kwargs or {}))
+
+
+_RECORDED: list = []  # what the last CPU pass of a case with a simulated-CUDA twin got from .item() and .tolist()
+
+
+HOOKS_LEFT = "forward hooks left on the network afterwards"
+RECORDED = "the forward pass recorded by autograd"
+
+
+def _forward_hooks(net: nn.Module) -> int:
+    """The forward hooks registered on net's modules and torch's global ones."""
+    from torch.nn.modules import module as torch_module
+
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) + \
+        len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+
+
+@contextlib.contextmanager
+def _both(outer, inner):
+    with outer, inner:
+        yield
+
+
 @dataclass(frozen=True)
 class ModelDiagnosticProbe:
     kind: str  # "grad_norms" | "dead_units"
 
+    fake_cuda = True  # runs on a simulated CUDA device (probes/fake_cuda.py), through run_fake
+
     def run(self, impl, case, watch=None) -> dict[str, Any]:
         spec = case.kwargs
         net = build_mlp(spec["weights"], spec["biases"], spec["activation"], spec.get("nested", False))
-        X = spec["X"]
-        watching = watch if watch is not None else contextlib.nullcontext()
         if self.kind == "grad_norms":
-            loss = ((net(X) - spec["y"]) ** 2).mean()
+            loss = ((net(spec["X"]) - spec["y"]) ** 2).mean()
             loss.backward()
+        if not getattr(case, "fake_cuda", False):
+            return self._call(impl, net, spec["X"], watch)
+        replay = _Replay()  # the CPU pass of a case that runs on the simulated device next (run_fake)
+        _RECORDED.clear()
+        try:
+            return self._call(impl, net, spec["X"], watch, replay)
+        finally:
+            _RECORDED.extend(replay.values)
+
+    def _call(self, impl, net, X, watch, replay=None) -> dict[str, Any]:
+        inner = watch if watch is not None else contextlib.nullcontext()
+        watching = inner if replay is None else _both(replay, inner)
+        if self.kind == "grad_norms":
             with watching:
-                out = impl(net)
-        elif self.kind == "dead_units":
+                return {"output": impl(net)}
+        if self.kind != "dead_units":
+            raise ValueError(f"unknown diagnostic {self.kind!r}")
+        recorded: list[bool] = []
+        before = _forward_hooks(net)
+        handle = net.register_forward_hook(lambda m, i, o: recorded.append(torch.is_grad_enabled()))
+        try:
             with watching:
                 out = impl(net, X)
-        else:
-            raise ValueError(f"unknown diagnostic {self.kind!r}")
-        return {"output": out}
+        finally:
+            handle.remove()
+        return {"output": out, HOOKS_LEFT: _forward_hooks(net) - before, RECORDED: any(recorded)}
+
+    def run_fake(self, impl, case, watch=None) -> dict[str, Any]:
+        """On the simulated CUDA device: the network built on the CPU and placed on the inputs'
+        (fake) device, its gradients (grad_norms) fake tensors of the weights' shapes there; then
+        the graded code runs on it as on a GPU (no autograd needed: the probe made the gradients)."""
+        from autograder.probes.fake_cuda import build_on_the_cpu, place_on
+
+        spec = case.kwargs
+        X = spec["X"]
+        shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(spec["weights"], spec["biases"])]
+
+        def make():
+            weights = [torch.zeros(w, dtype=X.dtype) for w, _ in shapes]
+            biases = [torch.zeros(b, dtype=X.dtype) for _, b in shapes]
+            return build_mlp(weights, biases, spec["activation"], spec.get("nested", False))
+
+        net = build_on_the_cpu(make)
+        place_on(net, X.device)
+        if self.kind == "grad_norms":
+            for p in net.parameters():
+                p.grad = torch.empty(p.shape, dtype=p.dtype, device=X.device)
+        return self._call(impl, net, X, watch, _Replay(_RECORDED))

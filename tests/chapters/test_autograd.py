@@ -15,7 +15,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import assert_full_marks, assert_reference_equals_oracle, checks_of, grade_impl, reference
+from autograder.chapters.autograd import _abs_function
+from tests.conftest import (assert_full_marks, assert_loses_points_naming, assert_reference_equals_oracle, checks_of,
+                            grade_impl, grader, reference)
 
 STEM = "autograd"
 
@@ -215,6 +217,48 @@ def _descent_preallocated(loss_fn, x0, lr, steps):
     return out
 
 
+# held-out correct code in other styles
+
+def _grad_of_vjp(fn, x):
+    """torch.autograd.functional.vjp with a vector of ones made like the output."""
+    out, vjp = torch.autograd.functional.vjp(fn, x.detach(), v=torch.ones_like(fn(x.detach())))
+    return vjp
+
+
+def _grad_of_func_vjp(fn, x):
+    out, pullback = torch.func.vjp(fn, x.detach())
+    return pullback(torch.ones(out.shape, dtype=out.dtype, device=out.device))[0]
+
+
+class _AbsOnceDifferentiable(torch.autograd.Function):
+    """The torch docs' style: once_differentiable, the sign saved as a mask product."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return input * ((input > 0).to(input.dtype) * 2 - 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return grad_output * input.sign()
+
+
+def _descent_d2l(loss_fn, x0, lr, steps):
+    """d2l's sgd(params, lr, batch_size) style: update the parameter under no_grad, then param.grad.zero_()."""
+    params = [x0.detach().clone().requires_grad_(True)]
+    history = [params[0].detach().clone()]
+    for _ in range(steps):
+        loss_fn(params[0]).backward()
+        with torch.no_grad():
+            for param in params:
+                param -= lr * param.grad
+                param.grad.zero_()
+        history.append(params[0].detach().clone())
+    return torch.stack(history)
+
+
 ALTERNATIVES = [
     pytest.param("grad_of", _grad_of_backward_on_copy, id="grad_of:backward-on-a-fresh-leaf"),
     pytest.param("grad_of", _grad_of_ones, id="grad_of:grad_outputs-ones"),
@@ -228,6 +272,12 @@ ALTERNATIVES = [
     pytest.param("straight_through_round", lambda input: input.round().detach() + input - input.detach(),
                  id="straight_through_round:plus-x-minus-detached-x"),
     pytest.param("straight_through_round", _TorchSTE.apply, id="straight_through_round:autograd.Function"),
+    pytest.param("grad_of", _grad_of_vjp, id="grad_of:autograd.functional.vjp"),
+    pytest.param("grad_of", _grad_of_func_vjp, id="grad_of:torch.func.vjp"),
+    pytest.param("AbsFunction", _AbsOnceDifferentiable, id="AbsFunction:once-differentiable"),
+    pytest.param("gradient_descent", _descent_d2l, id="gradient_descent:d2l-sgd"),
+    pytest.param("straight_through_round", lambda input: input + (input.round() - input).detach(),
+                 id="straight_through_round:method-round"),
 ]
 
 
@@ -294,3 +344,77 @@ def test_grad_of_on_the_callers_tensor_fails_for_a_plain_tensor():
     plain = [v for v in result.cases if "plain tensor" in v.label and not v.label.startswith("on the meta")]
     assert plain and not any(v.passed for v in plain)
     assert 0 < result.points < result.max_points
+
+
+# -- held-out code with one bug each ----------------------------------------------------------------
+
+def _grad_of_ones_on_the_cpu(fn, x):
+    xd = x.detach().requires_grad_(True)
+    out = fn(xd)
+    return torch.autograd.grad(out, xd, grad_outputs=torch.ones(out.shape, dtype=out.dtype))[0]
+
+
+def _descent_rows_on_the_cpu():
+    """_descent_preallocated with its rows made without device=: on a GPU they stay on the CPU."""
+    import inspect
+
+    source = inspect.getsource(_descent_preallocated).replace(", device=x0.device)", ")")
+    namespace = {"torch": torch}
+    exec(source, namespace)
+    return namespace["_descent_preallocated"]
+
+
+class _AbsGradInForward(torch.autograd.Function):
+    """autograd run inside forward to get the sign: forbidden there too, as the statement says."""
+
+    @staticmethod
+    def forward(ctx, input):
+        with torch.enable_grad():
+            x = input.detach().requires_grad_(True)
+            ctx.save_for_backward(torch.autograd.grad(torch.where(x > 0, x, -x).sum(), x)[0])
+        return torch.where(input > 0, input, -input)
+
+    backward = staticmethod(lambda ctx, grad_output: grad_output * ctx.saved_tensors[0])
+
+
+class _AbsKeptOnCtx(torch.autograd.Function):
+    forward = staticmethod(lambda ctx, input: (setattr(ctx, "sign", torch.sign(input)), input * ctx.sign)[1])
+    backward = staticmethod(lambda ctx, grad_output: grad_output * ctx.sign)
+
+
+HELD_OUT_WRONG = {  # name -> (check, code, a mistake's name, "device-bound", or what a failing case says)
+    "grad_of:ones-on-the-cpu": ("grad_of", _grad_of_ones_on_the_cpu, "device-bound"),
+    "gradient_descent:rows-on-the-cpu": ("gradient_descent", _descent_rows_on_the_cpu(), "device-bound"),
+    "AbsFunction:backward-on-the-cpu": ("AbsFunction", _abs_function("input", lambda g, x: g * torch.sign(x.cpu())),
+                                        "device-bound"),
+    "AbsFunction:grad-in-forward": ("AbsFunction", _AbsGradInForward, "the torch function this exercise asks"),
+    "AbsFunction:kept-on-ctx": ("AbsFunction", _AbsKeptOnCtx, "not-saved-for-backward"),
+    "straight_through_round:rounded-on-the-cpu": ("straight_through_round",
+                                                  lambda input: input + (input.cpu().round().to(input.device)
+                                                                         - input).detach(), "fine"),
+}
+
+
+@pytest.mark.parametrize("name", list(HELD_OUT_WRONG))
+def test_held_out_wrong_code_loses_points_naming_its_bug(name):
+    check, impl, bug = HELD_OUT_WRONG[name]
+    if bug == "fine":  # moved to the CPU and back: correct on a GPU too
+        assert_full_marks(STEM, check, impl)
+    else:
+        assert_loses_points_naming(STEM, check, impl, bug)
+
+
+DEVICE_CASES = {"grad_of": ["meta"], "AbsFunction": ["meta", "simulated CUDA"], "gradient_descent": ["meta"],
+                "straight_through_round": ["meta", "simulated CUDA"]}
+
+
+def test_the_device_cases_of_every_check():
+    """grad_of and gradient_descent run autograd inside the graded code, which a simulated GPU cannot:
+    their device case is on meta, where grad_of's output is not a scalar (a CPU-made gradient for it meets
+    the meta output)."""
+    p = grader(STEM).prepared
+    kinds = {name: [("simulated CUDA" if c.fake_cuda else "meta") for c in q.cases if c.shape_only]
+             for name, q in p.items()}
+    assert kinds == DEVICE_CASES
+    meta = next(c for c in p["grad_of"].cases if c.shape_only)
+    assert "not a scalar" in meta.label or meta.kwargs["fn"] in ("square", "sigmoid", "times_sum", "row_norms")

@@ -173,7 +173,6 @@ def _loader_evaluate(model, batches, num_classes):
 
 
 @pytest.mark.parametrize("name, impl", [
-    pytest.param("fit", _sgd_batchnorm_fit, id="fit:sgd-batchnorm-logsoftmax-nll"),
     pytest.param("standardize", _variance_standardize, id="standardize:variance"),
     pytest.param("evaluate", _loader_evaluate, id="evaluate:index_put-inference_mode-restores-train"),
 ])
@@ -232,3 +231,311 @@ def test_known_wrong_training_code_loses_points_with_its_hint(wrong_class, stude
     assert check.points < check.max_points, (student, check)
     hint = next(m.hint for m in grader(STEM).checks[check_name].mistakes if m.name == mistake)
     assert mistake in check.mistakes and hint in check.hints, (student, check.mistakes, check.cases[:1])
+
+
+# -- held-out training runs: correct code in several styles gets full marks ----------------------
+
+
+def _quickstart_fit(X_train, y_train, X_val, y_val):
+    """PyTorch's quickstart tutorial loop: loss_fn = nn.CrossEntropyLoss(), train() and test() functions,
+    model.eval() and torch.no_grad() in test() (the loss module runs there, in its training mode)."""
+    device = X_train.device
+    train_dataloader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train, y_train),
+                                                   batch_size=64, shuffle=True)
+    test_dataloader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_val, y_val), batch_size=64)
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear_relu_stack = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2),
+                                                   nn.Linear(128, 10))
+
+        def forward(self, x):
+            return self.linear_relu_stack(x)
+
+    model = NeuralNetwork().to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def train(dataloader, model, loss_fn, optimizer):
+        model.train()
+        for X, y in dataloader:
+            pred = model(X)
+            loss = loss_fn(pred, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    def test(dataloader, model, loss_fn):
+        model.eval()
+        test_loss, correct = 0, 0
+        with torch.no_grad():
+            for X, y in dataloader:
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+        return correct / len(dataloader.dataset)
+
+    for _ in range(10):
+        train(train_dataloader, model, loss_fn, optimizer)
+        test(test_dataloader, model, loss_fn)
+    return model
+
+
+def _d2l_fit(X_train, y_train, X_val, y_val):
+    """d2l's softmax-regression-concise style: init_weights applied, reduction='none' and l.mean(),
+    an Accumulator, evaluate_accuracy that calls net.eval() when net is a Module."""
+    class Accumulator:
+        def __init__(self, n):
+            self.data = [0.0] * n
+
+        def add(self, *args):
+            self.data = [a + float(b) for a, b in zip(self.data, args)]
+
+        def __getitem__(self, idx):
+            return self.data[idx]
+
+    def accuracy(y_hat, y):
+        if len(y_hat.shape) > 1 and y_hat.shape[1] > 1:
+            y_hat = y_hat.argmax(axis=1)
+        cmp = y_hat.type(y.dtype) == y
+        return float(cmp.type(y.dtype).sum())
+
+    def evaluate_accuracy(net, data_iter):
+        if isinstance(net, torch.nn.Module):
+            net.eval()
+        metric = Accumulator(2)
+        with torch.no_grad():
+            for X, y in data_iter:
+                metric.add(accuracy(net(X), y), y.numel())
+        return metric[0] / metric[1]
+
+    def init_weights(m):
+        if type(m) == nn.Linear:
+            nn.init.normal_(m.weight, std=0.01)
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, 10))
+    net.apply(init_weights)
+    net = net.to(X_train.device)
+    loss = nn.CrossEntropyLoss(reduction="none")
+    trainer = torch.optim.SGD(net.parameters(), lr=0.1)
+    train_iter = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train, y_train), batch_size=32,
+                                             shuffle=True)
+    val_iter = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_val, y_val), batch_size=256)
+    for _ in range(10):
+        net.train()
+        for X, y in train_iter:
+            l = loss(net(X), y)
+            trainer.zero_grad()
+            l.mean().backward()
+            trainer.step()
+        evaluate_accuracy(net, val_iter)
+    return net
+
+
+def _accumulating_fit(X_train, y_train, X_val, y_val):
+    """Gradient accumulation: two micro-batches per step, zero_grad after every second one."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(X_train.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    criterion = nn.CrossEntropyLoss()
+    for _ in range(12):
+        model.train()
+        order = torch.randperm(len(X_train), device=X_train.device)
+        optimizer.zero_grad()
+        for k, start in enumerate(range(0, len(order), 32)):
+            rows = order[start:start + 32]
+            (criterion(model(X_train[rows]), y_train[rows]) / 2).backward()
+            if k % 2 == 1:
+                optimizer.step()
+                optimizer.zero_grad()
+    return model
+
+
+def _swa_update_bn_fit(X_train, y_train, X_val, y_val):
+    """torch.optim.swa_utils: an averaged model whose batch-norm statistics update_bn recomputes (a forward
+    pass over the training images under torch.no_grad(), in training mode, on purpose)."""
+    from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10)).to(X_train.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    swa_model = AveragedModel(model)
+    swa_scheduler = SWALR(optimizer, swa_lr=0.02)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train, y_train), batch_size=64,
+                                         shuffle=True)
+    for epoch in range(10):
+        model.train()
+        for X, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), y).backward()
+            optimizer.step()
+        if epoch >= 5:
+            swa_model.update_parameters(model)
+            swa_scheduler.step()
+    update_bn(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train), batch_size=64), swa_model,
+              device=X_train.device)
+    swa_model.eval()
+    with torch.no_grad():
+        (swa_model(X_val).argmax(1) == y_val).float().mean()
+    return swa_model
+
+
+def _lightning_style_fit(X_train, y_train, X_val, y_val):
+    """Lightning-style steps written by hand: training_step/validation_step methods, inference_mode,
+    model.zero_grad(set_to_none=True), a OneCycleLR schedule stepped every batch."""
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Dropout(0.1), nn.Linear(96, 10))
+
+        def forward(self, x):
+            return self.body(x)
+
+        def training_step(self, batch):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch):
+            x, y = batch
+            return (self(x).argmax(-1) == y).float().mean()
+
+    model = Classifier().to(X_train.device)
+    epochs, steps = 8, (len(X_train) + 63) // 64
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=epochs * steps)
+    for _ in range(epochs):
+        model.train()
+        for batch in zip(X_train.split(64), y_train.split(64)):
+            model.zero_grad(set_to_none=True)
+            model.training_step(batch).backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+        with torch.inference_mode():
+            model.validation_step((X_val, y_val))
+    return model
+
+
+CORRECT_FITS = {"pytorch-quickstart": _quickstart_fit, "d2l-concise": _d2l_fit,
+                "gradient-accumulation": _accumulating_fit, "swa-update-bn": _swa_update_bn_fit,
+                "lightning-style-steps": _lightning_style_fit, "sgd-batchnorm-logsoftmax-nll": _sgd_batchnorm_fit}
+
+
+@pytest.mark.parametrize("name", list(CORRECT_FITS))
+def test_correct_training_runs_in_other_styles_get_full_marks(name):
+    assert_full_marks(STEM, "fit", CORRECT_FITS[name])
+
+
+# -- held-out training runs with one bug each: they lose points, with the hint naming the bug -------
+
+def _mutant(source_fit, old: str, new: str):
+    """source_fit with one line changed: a student's version of that style with one bug."""
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(source_fit))
+    assert old in source, old
+    namespace = dict(globals())
+    exec(compile(source.replace(old, new), f"<mutant of {source_fit.__name__}>", "exec"), namespace)
+    return namespace[source_fit.__name__]
+
+
+WRONG_FITS = {  # name -> (the correct run, old, new, the mistake whose hint it must get)
+    "quickstart-no-eval": (_quickstart_fit, "        model.eval()\n", "", "validation-in-train-mode"),
+    "quickstart-no-zero-grad": (_quickstart_fit, "            optimizer.zero_grad()\n", "", "no-zero-grad"),
+    "quickstart-model-on-the-cpu": (_quickstart_fit, "model = NeuralNetwork().to(device)",
+                                    "model = NeuralNetwork().to('cpu')", "model-on-the-cpu"),
+    "quickstart-no-to-device": (_quickstart_fit, "model = NeuralNetwork().to(device)", "model = NeuralNetwork()",
+                                "model-on-the-cpu"),
+    "d2l-no-eval": (_d2l_fit, "            net.eval()\n", "            pass\n", "validation-in-train-mode"),
+    "d2l-softmax-last": (_d2l_fit, "nn.Linear(256, 10))", "nn.Linear(256, 10), nn.Softmax(dim=1))",
+                         "softmax-then-cross-entropy"),
+    "accumulation-never-zeroed": (_accumulating_fit, "                optimizer.zero_grad()\n", "",
+                                  "no-zero-grad"),
+    "swa-validation-in-train-mode": (_swa_update_bn_fit, "    swa_model.eval()\n", "",
+                                     "validation-in-train-mode-batch-norm"),
+    "lightning-no-eval": (_lightning_style_fit, "        model.eval()\n", "", "validation-in-train-mode"),
+    "lightning-loads-the-digits": (_lightning_style_fit, "    model = Classifier().to(X_train.device)\n",
+                                   "    from sklearn.datasets import load_digits\n"
+                                   "    X_train = torch.tensor(load_digits().data, dtype=torch.float32,\n"
+                                   "                           device=X_train.device)[:len(y_train)]\n"
+                                   "    model = Classifier().to(X_train.device)\n", "trains-on-all-digits"),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_FITS))
+def test_training_runs_with_one_bug_lose_points_with_its_hint(name):
+    fit, old, new, mistake = WRONG_FITS[name]
+    result = grade_impl(STEM, "fit", _mutant(fit, old, new))
+    hint = next(m.hint for m in grader(STEM).checks["fit"].mistakes if m.name == mistake)
+    assert result.points < result.max_points, name
+    assert mistake in result.mistakes and hint in result.hints, (name, result.mistakes, result.cases[0].message)
+
+
+def test_the_hint_names_the_module_seen_in_training_mode():
+    """The message says which kind of module ran in training mode on the validation images."""
+    from autograder.probes.training import DROPOUT, NORM
+
+    for name, kind in [("quickstart-no-eval", DROPOUT), ("swa-validation-in-train-mode", NORM)]:
+        fit, old, new, _ = WRONG_FITS[name]
+        message = grade_impl(STEM, "fit", _mutant(fit, old, new)).cases[0].message
+        assert kind in message, (name, message)
+
+
+def test_a_loss_module_or_a_model_without_mode_dependent_layers_is_never_flagged():
+    from autograder.probes.training import mode_dependent
+
+    assert mode_dependent(nn.CrossEntropyLoss()) is None and mode_dependent(nn.NLLLoss()) is None
+    assert mode_dependent(nn.Linear(2, 2)) is None and mode_dependent(nn.Sequential(nn.ReLU())) is None
+    assert mode_dependent(nn.Dropout(0.0)) is None and mode_dependent(nn.BatchNorm1d(3, track_running_stats=False)) \
+        is None
+    assert mode_dependent(nn.Dropout(0.0).eval()) is None and mode_dependent(nn.BatchNorm1d(3).eval()) is None
+    assert mode_dependent(nn.Dropout(0.3)) and mode_dependent(nn.BatchNorm1d(3)) and mode_dependent(nn.AlphaDropout())
+    assert mode_dependent(nn.InstanceNorm1d(3, track_running_stats=True))
+
+
+# -- one bug costs once: fit is graded with the course's evaluate --------------------------------
+
+NOTEBOOK_FIT = '''
+def fit(X_train, y_train, X_val, y_val):
+    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10)).to(X_train.device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    best, best_score = None, -1.0
+    for _ in range(10):
+        net.train()
+        for start in range(0, len(X_train), 64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(X_train[start:start + 64]), y_train[start:start + 64]).backward()
+            optimizer.step()
+        score, _ = evaluate(net, [(X_val, y_val)], 10)
+        if score > best_score:
+            best, best_score = copy.deepcopy(net.state_dict()), score
+    net.load_state_dict(best)
+    return net
+'''
+
+BROKEN_EVALUATES = {  # a bug of evaluate's own: the evaluate check pays for it, fit does not
+    "no-eval": "def evaluate(model, batches, num_classes):\n    with torch.no_grad():\n"
+               "        X, y = batches[0]\n        p = model(X).argmax(1)\n"
+               "        return float((p == y).float().mean()), None\n",
+    "argmax-over-the-batch": "def evaluate(model, batches, num_classes):\n    model.eval()\n"
+                             "    with torch.no_grad():\n        X, y = batches[0]\n        p = model(X).argmax(0)\n"
+                             "        return float((p[:len(y)] == y).float().mean()), None\n",
+    "raises": "def evaluate(model, batches, num_classes):\n    raise NotImplementedError()\n",
+}
+
+
+@pytest.mark.parametrize("bug", list(BROKEN_EVALUATES))
+def test_a_bug_in_evaluate_is_not_paid_for_again_in_fit(bug):
+    namespace = {"torch": torch, "nn": nn, "copy": copy}
+    exec(BROKEN_EVALUATES[bug] + NOTEBOOK_FIT, namespace)
+    result = grade_impl(STEM, "fit", namespace["fit"])
+    assert result.points == result.max_points, result.cases[0].message
+    assert "the course's evaluate" in result.cases[0].label
+    assert namespace["evaluate"].__code__.co_filename == "<string>"  # the student's is put back afterwards
+
+
+def test_a_notebook_whose_evaluate_forgets_eval_mode_loses_only_evaluates_points(wrong_class):
+    """The reference fit calls evaluate: graded by the runner, it keeps full marks (one bug costs once)."""
+    checks = {c.name: c for c in wrong_class["train_mode_eval"].checks}
+    assert checks["evaluate"].points < checks["evaluate"].max_points
+    assert checks["fit"].points == checks["fit"].max_points, checks["fit"].cases

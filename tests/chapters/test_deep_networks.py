@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import assert_full_marks, grade_impl, grader, reference
+from tests.conftest import assert_full_marks, assert_loses_points_naming, grade_impl, grader, reference
 
 STEM = "deep_networks"
 
@@ -70,14 +70,18 @@ def test_the_dead_unit_cases_hold_dead_inactive_and_active_units():
         assert any((o.any(0) & ~o.all(0)).any() for o in off), case.label  # an inactive-sometimes unit
 
 
-def _dead_by_max(net, X):
+def _relu_outs(net, X):
     outs = []
     hooks = [m.register_forward_hook(lambda *a: outs.append(a[2])) for m in net.modules() if isinstance(m, nn.ReLU)]
     with torch.no_grad():
         net(X)
     for h in hooks:
         h.remove()
-    return torch.stack([(o.amax(dim=0) == 0).float().mean() for o in outs])
+    return outs
+
+
+def _dead_by_max(net, X):
+    return torch.stack([(o.amax(dim=0) == 0).to(X.dtype).mean() for o in _relu_outs(net, X)])
 
 
 def _dead_by_preactivation(net, X):
@@ -98,14 +102,62 @@ def _dead_by_preactivation(net, X):
     return torch.stack(fractions)
 
 
+# -- held-out sets: correct code in other styles, and code with one bug each ------------------------
+
+def _global_hook_dead(net, X):
+    """torch's global forward hook (register_module_forward_hook), under inference_mode, removed after."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    outs = []
+    handle = register_module_forward_hook(lambda m, i, o: outs.append(o) if isinstance(m, nn.ReLU) else None)
+    try:
+        with torch.inference_mode():
+            net(X)
+    finally:
+        handle.remove()
+    return torch.stack([(torch.count_nonzero(o, dim=0) == 0).to(X.dtype).mean() for o in outs])
+
+
+def _context_manager_dead(net, X):
+    """Hooks held in a contextlib.ExitStack (callbacks remove them), fractions as sum / size."""
+    import contextlib
+
+    outs = []
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.ReLU):
+                stack.callback(m.register_forward_hook(lambda mod, i, o: outs.append(o)).remove)
+        net(X)
+    return torch.stack([(o <= 0).all(0).sum().to(X.dtype) / o.shape[1] for o in outs])
+
+
+def _grad_norms_linalg(net):
+    return torch.stack([torch.linalg.norm(m.weight.grad.flatten()) for m in net.modules() if isinstance(m, nn.Linear)])
+
+
+def _grad_norms_cat(net):
+    return torch.cat([m.weight.grad.norm().reshape(1) for m in net.modules() if type(m) is nn.Linear])
+
+
+def _grad_norms_utils(net):
+    """torch.nn.utils' total norm of one tensor at a time (the way training scripts log it)."""
+    return torch.stack([torch.nn.utils.get_total_norm([m.weight.grad]) for m in net.modules()
+                        if isinstance(m, nn.Linear)])
+
+
 ALTERNATIVES = [
     pytest.param("layer_grad_norms", lambda net: torch.stack(
         [p.grad.pow(2).sum().sqrt() for n, p in net.named_parameters() if n.endswith("weight")]),
         id="layer_grad_norms:named-parameters"),
     pytest.param("layer_grad_norms", lambda net: torch.stack(
         [m.weight.grad.norm() for m in net.modules() if isinstance(m, nn.Linear)]), id="layer_grad_norms:norm"),
-    pytest.param("dead_unit_fraction", _dead_by_max, id="dead_unit_fraction:amax-float"),
+    pytest.param("dead_unit_fraction", _dead_by_max, id="dead_unit_fraction:amax"),
     pytest.param("dead_unit_fraction", _dead_by_preactivation, id="dead_unit_fraction:walk-by-hand"),
+    pytest.param("dead_unit_fraction", _global_hook_dead, id="dead:global-hook-inference-mode"),
+    pytest.param("dead_unit_fraction", _context_manager_dead, id="dead:exitstack-sum-over-size"),
+    pytest.param("layer_grad_norms", _grad_norms_linalg, id="norms:linalg-flatten"),
+    pytest.param("layer_grad_norms", _grad_norms_cat, id="norms:cat-reshape"),
+    pytest.param("layer_grad_norms", _grad_norms_utils, id="norms:nn-utils-get-total-norm"),
 ]
 
 
@@ -126,3 +178,101 @@ def test_a_list_of_floats_fails_the_float64_and_device_expectations():
     assert result.points < result.max_points
     assert any("expected dtype torch.float64, got torch.float32" in v.message for v in result.cases)
 
+
+
+def _dead_float32(net, X):
+    return _dead_by_max(net, X).float()
+
+
+def _dead_moved_to_cpu(net, X):
+    return _dead_by_max(net, X).cpu()
+
+
+def _dead_cpu_preallocated(net, X):
+    outs = _relu_outs(net, X)
+    fractions = torch.zeros(len(outs), dtype=X.dtype)
+    for k, o in enumerate(outs):
+        fractions[k] = (o == 0).all(0).to(X.dtype).mean()
+    return fractions
+
+
+def _norms_moved_to_cpu(net):
+    return torch.stack([m.weight.grad.norm() for m in net.modules() if isinstance(m, nn.Linear)]).cpu()
+
+
+def _norms_numpy(net):
+    import numpy as np
+
+    return torch.from_numpy(np.array([m.weight.grad.norm().cpu().numpy() for m in net.modules()
+                                      if isinstance(m, nn.Linear)]))
+
+
+def _norms_of_items(net):
+    weights = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    return torch.tensor([w.grad.norm().item() for w in weights], dtype=weights[0].dtype)
+
+
+def _norms_numpy_of_cuda(net):
+    import numpy as np
+
+    return torch.tensor(np.stack([m.weight.grad.norm().numpy() for m in net.modules() if isinstance(m, nn.Linear)]))
+
+
+HELD_OUT_WRONG = {  # name -> (check, code, a mistake's name, or what the failing case's message says)
+    "dead:global-hook-never-removed": ("dead_unit_fraction", lambda net, X: _global_hook_never_removed(net, X),
+                                       "hooks-left-on"),
+    "dead:forward-with-autograd": ("dead_unit_fraction", lambda net, X: _autograd_on(net, X), "forward-with-autograd"),
+    "dead:float32-always": ("dead_unit_fraction", _dead_float32, "expected dtype torch.float64, got torch.float32"),
+    "dead:moved-to-the-cpu": ("dead_unit_fraction", _dead_moved_to_cpu, "device-bound"),
+    "dead:preallocated-on-the-cpu": ("dead_unit_fraction", _dead_cpu_preallocated, "device-bound"),
+    "norms:moved-to-the-cpu": ("layer_grad_norms", _norms_moved_to_cpu, "device-bound"),
+    "norms:through-numpy": ("layer_grad_norms", _norms_numpy, "device-bound"),
+    "norms:tensor-of-items": ("layer_grad_norms", _norms_of_items, "device-bound"),
+    "norms:numpy-of-a-cuda-tensor": ("layer_grad_norms", _norms_numpy_of_cuda, "can't convert cuda"),
+}
+
+
+def _global_hook_never_removed(net, X):
+    from torch.nn.modules.module import register_module_forward_hook
+
+    outs = []
+    register_module_forward_hook(lambda m, i, o: outs.append(o) if isinstance(m, nn.ReLU) else None)
+    with torch.inference_mode():
+        net(X)
+    return torch.stack([(torch.count_nonzero(o, dim=0) == 0).to(X.dtype).mean() for o in outs])
+
+
+def _autograd_on(net, X):
+    import contextlib
+
+    outs = []
+    with contextlib.ExitStack() as stack:
+        for m in net.modules():
+            if isinstance(m, nn.ReLU):
+                stack.callback(m.register_forward_hook(lambda mod, i, o: outs.append(o)).remove)
+        net(X)
+    return torch.stack([(o <= 0).all(0).sum().to(X.dtype) / o.shape[1] for o in outs])
+
+
+@pytest.mark.parametrize("name", list(HELD_OUT_WRONG))
+def test_held_out_wrong_code_loses_points_naming_its_bug(name):
+    from torch.nn.modules import module as torch_module
+
+    check, impl, bug = HELD_OUT_WRONG[name]
+    before = dict(torch_module._global_forward_hooks)
+    try:
+        assert_loses_points_naming(STEM, check, impl, bug)
+    finally:  # a global hook the code left: removed, so that it does not run in the other tests
+        for key in set(torch_module._global_forward_hooks) - set(before):
+            del torch_module._global_forward_hooks[key]
+
+
+DEVICE_CASES = {"layer_grad_norms": ["meta", "simulated CUDA"], "dead_unit_fraction": ["meta", "simulated CUDA"]}
+
+
+def test_the_device_cases_of_every_check():
+    """Without a GPU, every check has a meta case and a simulated-CUDA case (the probe builds the network on
+    the CPU, places it on the fake device and makes its gradients there: no autograd on the fake device)."""
+    kinds = {name: [("simulated CUDA" if c.fake_cuda else "meta") for c in p.cases if c.shape_only]
+             for name, p in grader(STEM).prepared.items()}
+    assert kinds == DEVICE_CASES

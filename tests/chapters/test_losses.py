@@ -140,6 +140,48 @@ def test_hard_coded_cpu_tensor_fails_the_device_case():
     assert result.passed == result.total - 2
 
 
+def test_a_cross_entropy_that_hard_codes_the_cpu_loses_its_device_case():
+    """Its own class weights made with torch.ones(C) (no device=), used with label smoothing: the meta case
+    (a copy of the first case, label smoothing without weights) fails it, with the device hint."""
+    ns = reference(STEM)
+
+    def ones_on_the_cpu(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        weight = torch.ones(input.shape[1], dtype=input.dtype) if weight is None else weight
+        return ns["cross_entropy"](input, target, weight, ignore_index, reduction, label_smoothing)
+
+    result = grade_impl(STEM, "cross_entropy", ones_on_the_cpu)
+    failing = [v for v in result.cases if not v.passed]
+    assert failing and all(v.mistake == "device-bound" for v in failing), [v.message for v in failing]
+
+
+def test_a_bug_in_log_softmax_is_not_paid_for_again_in_cross_entropy():
+    """The notebook's cross_entropy calls its own log_softmax (wrong: no max subtracted): graded with the
+    course's log_softmax and nll_loss in their place, cross_entropy keeps full marks; the student's
+    functions are put back afterwards."""
+    import torch.nn.functional as F
+
+    namespace = {"torch": torch, "F": F}
+    exec("def log_softmax(input, dim):\n    return input - input.exp().sum(dim, keepdim=True).log()\n"
+         "def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):\n"
+         "    return F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction)\n"
+         "def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0):\n"
+         "    logp = log_softmax(input, dim=1)\n"
+         "    nll = nll_loss(logp, target, weight=weight, ignore_index=ignore_index, reduction=reduction)\n"
+         "    if label_smoothing == 0:\n        return nll\n"
+         "    w = torch.ones(input.shape[1], dtype=input.dtype, device=input.device) if weight is None else weight\n"
+         "    shape = [1] * input.dim()\n    shape[1] = -1\n    valid = target != ignore_index\n"
+         "    smooth = -(logp * w.view(shape)).sum(1) * valid\n"
+         "    if reduction == 'mean':\n        smooth = smooth.sum() / (w[target.clamp(min=0)] * valid).sum()\n"
+         "    elif reduction == 'sum':\n        smooth = smooth.sum()\n"
+         "    return (1 - label_smoothing) * nll + label_smoothing / input.shape[1] * smooth\n", namespace)
+    buggy = namespace["log_softmax"]
+    assert grade_impl(STEM, "log_softmax", buggy).points < grade_impl(STEM, "log_softmax", _lse_log_softmax).points
+    result = grade_impl(STEM, "cross_entropy", namespace["cross_entropy"])
+    assert result.points == result.max_points, [v.message for v in result.cases if not v.passed][:3]
+    assert "the course's log_softmax and nll_loss" in result.cases[0].label
+    assert namespace["log_softmax"] is buggy
+
+
 def test_wrong_dtype_output_is_reported():
     result = grade_impl(STEM, "mse_loss", lambda input, target, reduction="mean":
                         reference(STEM)["mse_loss"](input.double(), target.double(), reduction))

@@ -1,0 +1,59 @@
+"""One bug costs once: a graded function that calls another graded function gets the course's.
+
+A check whose graded function may call another exercise's function (the
+capstone's `fit` calls `evaluate`, `cross_entropy` calls `log_softmax` and
+`nll_loss`) names those helpers and the course's own code for them. While the
+graded code runs, each such name in its module's namespace (the notebook)
+is the course's function; the student's is put back afterwards. A bug in
+the helper then costs points in the helper's own check only, and the case
+label says so. The course's helpers are grader code that the child holds
+anyway (like the known mistakes); they are never a solution cell.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+HELPERS_NOTE = "the course's {names} in place of yours (graded on their own: one bug costs once)"
+
+
+@contextlib.contextmanager
+def helpers_in_place(impl, helpers: tuple[tuple[str, Callable], ...]):
+    """While the block runs, each name of `helpers` that `impl`'s module (the notebook) defines
+    as a function is the helper given instead; restored afterwards. Yields the names swapped."""
+    namespace = getattr(impl, "__globals__", None)
+    if namespace is None and isinstance(impl, type):  # a class: its methods' module
+        namespace = next((getattr(f, "__globals__", None) for f in vars(impl).values()
+                          if hasattr(f, "__globals__")), None)
+    swapped: dict[str, Any] = {}
+    if isinstance(namespace, dict):
+        for name, helper in helpers:
+            if callable(namespace.get(name)) and namespace[name] is not helper:
+                swapped[name] = namespace[name]
+                namespace[name] = helper
+    try:
+        yield sorted(swapped)
+    finally:
+        if swapped:
+            namespace.update(swapped)
+
+
+@dataclass(frozen=True)
+class WithHelpers:
+    """`probe`, with the graded code's calls of `helpers` going to the course's (see above)."""
+
+    probe: Any
+    helpers: tuple[tuple[str, Callable], ...] = ()
+
+    @property
+    def fake_cuda(self) -> bool:
+        return getattr(self.probe, "fake_cuda", False)
+
+    def run(self, impl, case, watch=None) -> dict[str, Any]:
+        with helpers_in_place(impl, self.helpers):
+            return self.probe.run(impl, case, watch)
+
+    def run_fake(self, impl, case, watch=None) -> dict[str, Any]:
+        with helpers_in_place(impl, self.helpers):
+            return getattr(self.probe, "run_fake", self.probe.run)(impl, case, watch)

@@ -104,7 +104,9 @@ def _write_gradebook(args, results, course: Path, config) -> str:
     notebooks = (f"autograded notebooks in {counts['autograded']}" if args.submissions
                  else "scores only (no --submissions: the autograded notebooks stay as they were)")
     print(f"gradebook {db_url}: {counts['grades']} grades of {_plural(len(results), 'submission')} "
-          f"({counts['students_added']} students and {counts['submissions_added']} submissions added); {notebooks}")
+          f"({counts['students_added']} students and {counts['submissions_added']} submissions added"
+          + (f", {counts['submissions_removed']} no longer submitted removed" if counts["submissions_removed"] else "")
+          + f"); {notebooks}")
     return db_url
 
 

@@ -276,7 +276,7 @@ def write_gradebook(results: list[SubmissionResult], *, db_url: str, course: Pat
 
     config = config or CourseConfig.load(course)
     coursedir = course_directory(course)
-    counts = {"students_added": 0, "submissions_added": 0, "grades": 0}
+    counts = {"students_added": 0, "submissions_added": 0, "submissions_removed": 0, "grades": 0}
     by_stem: dict[str, list[SubmissionResult]] = {}
     for r in results:
         by_stem.setdefault(r.assignment, []).append(r)
@@ -325,7 +325,11 @@ def assign_late_penalty(gb, stem: str, student_id: str, config) -> float | None:
 
 def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str],
             submissions: Path | None, counts: dict, config) -> None:
-    """One student's submission, grades and comments in the gradebook; their autograded notebook on disk."""
+    """One student's submission, grades and comments in the gradebook; their autograded notebook on disk.
+
+    A student who submitted nothing (status `missing`) is in the gradebook's students, as `nbgrader
+    export` lists them (0, no submission), but gets no submission: nbgrader autograde makes none, and
+    formgrader would show them as submitted and autograded."""
     import nbformat
     from nbgrader.api import MissingEntry
 
@@ -339,7 +343,16 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
         counts["students_added"] += 1
     try:
         gb.find_submission(stem, r.student_id)
+        existed = True
     except MissingEntry:
+        existed = False
+    if r.status == "missing":
+        if existed and not _has_manual_score(gb, stem, r.student_id):
+            gb.remove_submission(stem, r.student_id)  # recorded once, no longer submitted: as nbgrader has it
+            counts["submissions_removed"] += 1
+            shutil.rmtree(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem), ignore_errors=True)
+        return
+    if not existed:
         counts["submissions_added"] += 1
     from autograder.course_config import parse_time
 
@@ -347,8 +360,14 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
     stamp = stamp or parse_time(r.timestamp)  # timestamp.txt, as read when it was graded
     gb.update_or_create_submission(stem, r.student_id, **({"timestamp": stamp} if stamp else {}))
     nb = autograded_notebook(r, submitted if submitted and submitted.is_file() else None, release)
-    for check in r.checks:
-        grade = gb.find_grade(check.grade_id, stem, stem, r.student_id)
+    by_id = {check.grade_id: check for check in r.checks}
+    for cell in gb.find_notebook(stem, stem).grade_cells:
+        grade = gb.find_grade(cell.name, stem, stem, r.student_id)
+        check = by_id.get(cell.name)
+        if check is None:  # a visible-test cell (0 points, no check): what autograde leaves, nothing to grade
+            if grade.manual_score is None:
+                grade.auto_score, grade.needs_manual_grade = 0.0, False
+            continue
         if grade.manual_score is not None and grade.auto_score != check.points:
             grade.needs_manual_grade = True  # a grader's score stays; flagged for review when the code's changed
         elif grade.manual_score is None:
@@ -363,11 +382,32 @@ def _record(gb, r: SubmissionResult, coursedir, release, solution_ids: list[str]
     dest = Path(coursedir.format_path(coursedir.autograded_directory, r.student_id, stem)) / f"{stem}.ipynb"
     if submissions is not None or not dest.is_file():
         atomic_write(dest, nbformat.writes(nb))
-    # What nbgrader's exchange left with the submission, copied as `nbgrader autograde` copies it:
-    # generate_feedback and release_feedback need both files.
+    _exchange_files(folder, dest.parent, r, gb.find_submission(stem, r.student_id).timestamp)
+
+
+def _has_manual_score(gb, stem: str, student_id: str) -> bool:
+    return any(g.manual_score is not None for nb in gb.find_submission(stem, student_id).notebooks for g in nb.grades)
+
+
+def _exchange_files(folder: Path | None, autograded: Path, r: SubmissionResult, stamp) -> None:
+    """What nbgrader's exchange left with the submission, copied as `nbgrader autograde` copies it:
+    `generate_feedback` copies them next to the feedback, and `release_feedback` needs both. A
+    submission that came another way (an LMS, e-mail) has neither: its timestamp.txt says when it
+    was submitted (or graded), and its submission_secret.txt is a new secret, so that feedback is
+    released for the whole class (a student off the exchange has no cached submission to fetch it
+    with: send them the runner's feedback)."""
+    import secrets
+
     for name in EXCHANGE_FILES:
         src = folder / name if folder is not None else None
+        dest = autograded / name
         if src is not None and src.is_file():
-            atomic_write(dest.parent / name, src.read_text(encoding="utf-8", errors="replace"))
-        elif name == "timestamp.txt" and r.timestamp:
-            atomic_write(dest.parent / name, r.timestamp)
+            atomic_write(dest, src.read_text(encoding="utf-8", errors="replace"))
+        elif name == "timestamp.txt":
+            when = r.timestamp or (f"{stamp:%Y-%m-%d %H:%M:%S.%f} UTC" if stamp else None)
+            if when or not dest.is_file():
+                import datetime
+
+                atomic_write(dest, when or f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S.%f} UTC")
+        elif not dest.is_file():
+            atomic_write(dest, secrets.token_hex(64))

@@ -32,8 +32,12 @@ def generate(stem: str, *, release_dir: Path, root: Path | None = None, db: Path
 
 
 def release(stems: list[str] | None = None) -> list[str]:
+    """exercises/ for the book and the student repository, every chapter by default. The course's
+    gradebook is left alone: an assignment enters it when the instructor adds or releases it
+    (`nbgrader db assignment add`, `nbgrader release_assignment`) or grades it, never because its
+    notebook was regenerated (else `nbgrader export` lists rows of zeros for what was never given)."""
     root = course_root()
     chosen = stems or all_stems(root)
     for stem in chosen:
-        generate(stem, release_dir=root / "exercises", root=root, db=root / "gradebook.db")
+        generate(stem, release_dir=root / "exercises", root=root)  # a scratch gradebook
     return chosen

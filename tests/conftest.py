@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import lru_cache
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Tests never write into the real home: nbgrader's exchange cache (jupyter_data_dir()/nbgrader_cache),
+# Jupyter's and IPython's folders and anything else under ~ go to a scratch home for the session,
+# set before anything reads them. tests/test_home.py proves it.
+REAL_HOME = os.path.expanduser("~")
+SCRATCH_HOME = tempfile.mkdtemp(prefix="autograder-tests-home-")
+os.environ["HOME"] = SCRATCH_HOME
+for _name, _sub in (("JUPYTER_DATA_DIR", ".local/share/jupyter"), ("JUPYTER_CONFIG_DIR", ".jupyter"),
+                    ("JUPYTER_RUNTIME_DIR", ".local/share/jupyter/runtime"), ("IPYTHONDIR", ".ipython")):
+    os.environ[_name] = os.path.join(SCRATCH_HOME, _sub)
+os.environ.pop("JUPYTER_PATH", None)
 
 from autograder.course import stems  # noqa: E402
 

@@ -93,7 +93,9 @@ class Term:
             for sub in ("solutions", "exercises"):
                 shutil.copytree(course_root() / sub / stem, self.root / sub / stem)
         config = (course_root() / "nbgrader_config.py").read_text()
-        config += (f"\nc.CourseDirectory.course_id = {COURSE_ID!r}\nc.Exchange.root = {str(self.exchange)!r}\n"
+        # the exchange and its cache in the scratch folder (the session's home is a scratch one too)
+        exchange = f"c.Exchange.root = {str(self.exchange)!r}\nc.Exchange.cache = {str(tmp / 'cache')!r}\n"
+        config += (f"\nc.CourseDirectory.course_id = {COURSE_ID!r}\n{exchange}"
                    "c.AssignLatePenalties.plugin_class = 'late.SubMarks'\n"
                    "c.Autograder.lms_students = 'lms_students.csv'\n"
                    "c.Autograder.lms_assignments = {'losses': {'title': 'Week 1: losses', 'canvas_id': 101},"
@@ -112,7 +114,7 @@ class Term:
                       for k, s in enumerate(STUDENTS, 1)))
         self.student_home = tmp / "home"
         self.student_home.mkdir()
-        (self.student_home / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(self.exchange)!r}\n")
+        (self.student_home / "nbgrader_config.py").write_text(f"c = get_config()\n{exchange}")
 
     def run(self, command: str, *, student: str | None = None) -> str:
         """Run one command of the page in the course (or, for a student, in their home)."""

@@ -5,6 +5,7 @@ import html as html_lib
 import json
 import os
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,149 @@ def test_executed_cells_show_no_errors(html):
     for stem in stems():
         text = (html / "book" / f"{stem}.html").read_text()
         assert "Traceback" not in text and 'class="output traceback' not in text, stem
+
+
+# --- What a reader sees: no plumbing, no sideways scrolling, a short common-mistakes box ---------
+
+BOOK = course_root() / "book"
+PAGE_STEMS = sorted(p.stem for p in BOOK.glob("*.md"))
+COLUMN = 88  # characters of code that fit the text column without scrolling sideways
+MAX_MISTAKES = 12  # items a common-mistakes box shows before the grader's folded catalogue
+CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+CELL_OPTIONS = re.compile(r"\A(?:---\n.*?\n---\n|(?::[^\n]*\n)+)", re.S)
+
+
+def code_cells(text: str) -> list[tuple[str, str]]:
+    """(options, code) of each code cell of a MyST page: options are its tags and metadata."""
+    cells = []
+    for m in CODE_CELL.finditer(text):
+        head = CELL_OPTIONS.match(m.group(1))
+        options = head.group(0) if head else ""
+        cells.append((options, m.group(1)[len(options):]))
+    return cells
+
+
+def input_removed(options: str) -> bool:
+    return bool(re.search(r"\bremove-(?:input|cell)\b", options))
+
+
+def shown_glue_calls(text: str) -> list[str]:
+    """Lines calling glue( in a cell whose code the page shows (or folds: hide-input)."""
+    return [line.strip() for options, code in code_cells(text) if not input_removed(options)
+            for line in code.splitlines() if "glue(" in line]
+
+
+def long_code_lines(text: str) -> list[str]:
+    """Code lines, of cells whose code is shown or folded, wider than the column."""
+    return [line for options, code in code_cells(text) if not input_removed(options)
+            for line in code.splitlines() if len(line) > COLUMN]
+
+
+def mistakes_section(text: str) -> str:
+    m = re.search(r"^## Common mistakes\n(.*?)(?=^## )", text, re.S | re.M)
+    return m.group(1) if m else ""
+
+
+def visible_mistakes(text: str) -> int:
+    """List items of the page's common-mistakes section outside its code cells (the cell
+    that draws the grader's catalogue must fold it into a dropdown)."""
+    section = CODE_CELL.sub("", mistakes_section(text))
+    return len(re.findall(r"^\s*- ", section, re.M))
+
+
+def catalogue_folded(text: str) -> bool:
+    return any("common_mistakes(" in code and ":class: dropdown" in code
+               for _, code in code_cells(mistakes_section(text)))
+
+
+@pytest.mark.parametrize("stem", PAGE_STEMS)
+def test_no_page_shows_glue_calls_or_code_wider_than_the_column(stem):
+    text = (BOOK / f"{stem}.md").read_text()
+    assert not shown_glue_calls(text), (
+        f"book/{stem}.md shows {shown_glue_calls(text)[:3]}: glue in a cell tagged remove-cell")
+    assert not long_code_lines(text), (
+        f"book/{stem}.md: code lines over {COLUMN} characters scroll sideways: {long_code_lines(text)[:3]}")
+
+
+@pytest.mark.parametrize("stem", [s for s in PAGE_STEMS if s not in {"intro", "instructors"}])
+def test_common_mistakes_box_is_short_and_the_catalogue_folded(stem):
+    text = (BOOK / f"{stem}.md").read_text()
+    assert 1 <= visible_mistakes(text) <= MAX_MISTAKES, (stem, visible_mistakes(text))
+    assert catalogue_folded(text), f"book/{stem}.md: the grader's catalogue is not in a dropdown"
+
+
+def test_the_reader_checks_can_fail():
+    """Each check catches the page it is meant to catch, and passes the fixed page."""
+    shown = "```{code-cell} ipython3\nx = 1\nglue(\"x\", x, display=False)\n```\n"
+    folded = "```{code-cell} ipython3\n:tags: [hide-input]\n\nglue(\"x\", 1)\n```\n"
+    removed = "```{code-cell} ipython3\n:tags: [remove-cell]\n\nglue(\"x\", 1)\n```\n"
+    front = "```{code-cell} ipython3\n---\ntags: [remove-input]\n---\nglue(\"x\", 1)\n```\n"
+    assert shown_glue_calls(shown) == ['glue("x", x, display=False)']
+    assert shown_glue_calls(folded) == ['glue("x", 1)']
+    assert shown_glue_calls(removed + front) == []
+    wide = "```{code-cell} ipython3\n" + "y = " + "1 + " * 30 + "1\n```\n"
+    assert len(long_code_lines(wide)) == 1 and long_code_lines(removed) == []
+    box = ("## Common mistakes\n\n```{admonition} Mistakes\n" + "- a mistake\n" * 13 + "```\n\n"
+           "```{code-cell} ipython3\nbox = common_mistakes(\"x\")\n- not counted\n```\n\n## Next\n")
+    assert visible_mistakes(box) == 13 and not catalogue_folded(box)
+    assert catalogue_folded(box.replace('common_mistakes("x")', 'common_mistakes("x")\n":class: dropdown"'))
+
+
+VOID = {"br", "img", "hr", "input", "meta", "link", "source", "wbr", "col", "area", "base", "embed"}
+
+
+class ReaderView(HTMLParser):
+    """What a built page shows before the reader opens anything: the code of its cells
+    (`div.cell_input` outside a <details> or a dropdown) and the list items of its
+    common-mistakes section outside a dropdown."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, bool, bool, bool]] = []  # (tag, folded, in code, in mistakes)
+        self.code, self.mistakes = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in VOID:
+            return
+        a = dict(attrs)
+        classes = (a.get("class") or "").split()
+        folded, in_code, in_mistakes = self.stack[-1][1:] if self.stack else (False, False, False)
+        folded = folded or tag == "details" or "dropdown" in classes or "toggle-hidden" in classes
+        in_code = in_code or "cell_input" in classes
+        in_mistakes = in_mistakes or (tag == "section" and a.get("id") == "common-mistakes")
+        self.stack.append((tag, folded, in_code, in_mistakes))
+        if tag == "li" and in_mistakes and not folded:
+            self.mistakes += 1
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1][2] and not self.stack[-1][1]:
+            self.code.append(data)
+
+
+def reader_view(page: str) -> tuple[list[str], int]:
+    """(shown code lines, shown common-mistakes items) of a built page."""
+    view = ReaderView()
+    view.feed(page)
+    return "".join(view.code).splitlines(), view.mistakes
+
+
+@pytest.mark.parametrize("stem", stems())
+def test_built_page_shows_no_plumbing_no_wide_code_and_a_short_box(html, stem):
+    lines, mistakes = reader_view((html / "book" / f"{stem}.html").read_text())
+    assert lines, f"{stem}: no code found on the page (has the theme's markup changed?)"
+    assert not [line for line in lines if "glue(" in line], stem
+    assert not [line for line in lines if len(line) > COLUMN], stem
+    assert 1 <= mistakes <= MAX_MISTAKES, (stem, mistakes)
+
+
+def test_the_reader_view_sees_what_is_shown_only():
+    page = ('<div class="cell_input"><pre>x = 1\nglue("a", x)</pre></div>'
+            '<details><div class="cell_input"><pre>glue("hidden", 1)</pre></div></details>'
+            '<section id="common-mistakes"><ul><li>one<br></li><li>two</li></ul>'
+            '<div class="admonition dropdown"><ul><li>folded</li></ul></div></section><ul><li>out</li></ul>')
+    assert reader_view(page) == (["x = 1", 'glue("a", x)'], 2)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
+from autograder.probes.function import ParametersProbe
 from autograder.probes.helpers import WithHelpers
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -565,4 +566,76 @@ DETECTION = Check(
     ),
 )
 
-CHECKS = [L1, MSE, BCE, BCE_LOGITS, LOG_SOFTMAX, NLL, CROSS_ENTROPY, DETECTION]
+# -- an L1 penalty added to a loss ---------------------------------------------------
+
+def _penalty_cases(gen, *, device, dtype):
+    cases = []
+    dt = str(dtype).removeprefix("torch.")
+    for shapes, lam in [([(4, 3), (4,)], 0.1), ([(2, 5), (2,), (1, 2), (1,)], 0.01), ([(6,)], 1.0),
+                        ([(3, 3)], 0.0)]:
+        params = [randn(gen, *shape, dtype=dtype, device=device) for shape in shapes]
+        loss = randn(gen, 1, dtype=dtype, device=device).abs().reshape(())
+        tensors = "1 parameter tensor" if len(shapes) == 1 else f"{len(shapes)} parameter tensors"
+        cases.append(Case(f"{tensors} of shapes {shapes} ({dt}), lam={lam}", (loss, params, lam), {}, dtype))
+    w = randn(gen, 3, 4, dtype=dtype, device=device)
+    w[:, ::2] = 0
+    cases.append(Case(f"a weight (3, 4) whose every other column is exactly 0 ({dt}), lam=0.5 (the "
+                      "gradient of |w| at 0)", (randn(gen, 1, dtype=dtype, device=device).abs().reshape(()),
+                                                [w, randn(gen, 3, dtype=dtype, device=device)], 0.5), {},
+                      dtype, edge="zero"))
+    return cases
+
+
+def _penalty_of(term):
+    def impl(loss, parameters, lam):
+        return loss + lam * sum(term(p) for p in parameters)
+    return impl
+
+
+def _penalty_first_only(loss, parameters, lam):
+    return loss + lam * next(iter(parameters)).abs().sum()
+
+
+def _penalty_detached(loss, parameters, lam):
+    return loss + lam * sum(p.detach().abs().sum() for p in parameters)
+
+
+def _penalty_iterated_twice(loss, parameters, lam):
+    count = sum(1 for _ in parameters)  # consumes model.parameters()
+    return loss + lam * sum(p.abs().sum() for p in parameters) if count else loss
+
+
+def _penalty_lam_ignored(loss, parameters, lam):
+    return loss + sum(p.abs().sum() for p in parameters)
+
+
+L1_PENALTY = Check(
+    name="l1_penalized_loss",
+    target="l1_penalized_loss",
+    make_cases=_penalty_cases,
+    probe=ParametersProbe(),
+    mistakes=(
+        Mistake("squared-penalty", "An L1 penalty sums the absolute values |w|; summing w**2 is the L2 penalty "
+                "(weight decay), which shrinks weights but rarely makes them 0.",
+                _penalty_of(lambda p: p.pow(2).sum())),
+        Mistake("mean-not-sum", "Sum |w| over every element of every tensor: a mean per tensor makes the "
+                "penalty of a large layer as small as that of a bias.", _penalty_of(lambda p: p.abs().mean())),
+        Mistake("norm-not-l1", "p.norm() is the Euclidean (L2) norm sqrt(sum w**2); the L1 penalty is "
+                "p.abs().sum().", _penalty_of(lambda p: p.norm())),
+        Mistake("lam-ignored", "Multiply the penalty by lam: it sets how strongly the weights are pulled to 0.",
+                _penalty_lam_ignored),
+        Mistake("first-tensor-only", "Penalise every tensor in `parameters`, not only the first.",
+                _penalty_first_only),
+        Mistake("penalty-detached", "The penalty must stay in the graph: with .detach(), .item() or "
+                "torch.no_grad() it adds a number but no gradient, so it regularises nothing.",
+                _penalty_detached),
+        Mistake("parameters-iterated-twice", "`parameters` may be a one-pass iterator such as "
+                "model.parameters(): a second loop over it sees nothing. Go over it once.",
+                _penalty_iterated_twice),
+        Mistake("sqrt-of-square", "sqrt(w**2) equals |w| but its gradient at w = 0 is nan: use abs(), whose "
+                "gradient there is 0, as torch's.", _penalty_of(lambda p: (p ** 2).sqrt().sum())),
+    ),
+    description="a loss plus lam times the L1 norm of the parameters, with gradients",
+)
+
+CHECKS = [L1, MSE, BCE, BCE_LOGITS, LOG_SOFTMAX, NLL, CROSS_ENTROPY, DETECTION, L1_PENALTY]

@@ -13,7 +13,7 @@ are seen. One module per kind of graded object:
 
     core.py               what every probe shares: call watching, run_probe
     fake_cuda.py          a forward pass on a simulated CUDA device (machines without a GPU)
-    function.py           a function: output and input gradients
+    function.py           a function: output and input gradients (also over model.parameters())
     module.py             an nn.Module class or a builder of one: parameters, forward, .to()
     activation_module.py  an activation module with learnable parameters (PReLU)
     autograd_function.py  a torch.autograd.Function: forward and its hand-written backward

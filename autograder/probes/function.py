@@ -1,4 +1,5 @@
-"""Probe a function: its output and the gradients of the output."""
+"""Probe a function: its output and the gradients of the output (ParametersProbe: with respect to
+the loss and the parameters a penalty is added for)."""
 from __future__ import annotations
 
 import contextlib
@@ -41,5 +42,32 @@ class FunctionProbe:
             out, [t for _, t in leaves], grad_outputs=grad_weights(out), allow_unused=True
         )
         for (name, leaf), g in zip(leaves, grads):
+            result[f"gradient w.r.t. {name}"] = torch.zeros_like(leaf) if g is None else g
+        return result
+
+
+@dataclass(frozen=True)
+class ParametersProbe:
+    """Calls `impl(loss, parameters, *rest)` with `parameters` a one-pass iterator over tensors, as
+    `model.parameters()` is; returns the output and its gradients with respect to the loss and to
+    every parameter (a penalty added to a loss)."""
+
+    fake_cuda = True
+
+    def run(self, impl, case, watch: _CallWatch | None = None) -> dict[str, Any]:
+        loss, params, *rest = case.args
+        loss = loss.detach().clone().requires_grad_(True)
+        params = [p.detach().clone().requires_grad_(True) for p in params]
+        with watch if watch is not None else contextlib.nullcontext():
+            out = impl(loss, iter(params), *rest, **case.kwargs)
+        result: dict[str, Any] = {"output": out}
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return result
+        names = ["the loss"] + [f"parameter {i}" for i in range(len(params))]
+        if not out.requires_grad:
+            result.update({f"gradient w.r.t. {n}": NOT_DIFFERENTIABLE for n in names})
+            return result
+        grads = torch.autograd.grad(out, [loss, *params], grad_outputs=grad_weights(out), allow_unused=True)
+        for name, leaf, g in zip(names, [loss, *params], grads):
             result[f"gradient w.r.t. {name}"] = torch.zeros_like(leaf) if g is None else g
         return result

@@ -25,6 +25,8 @@ TORCH = {
     "cross_entropy": F.cross_entropy,
     "detection_loss": lambda bp, bt, cl, ct, box_weight=1.0:
         box_weight * F.l1_loss(bp, bt) + F.binary_cross_entropy_with_logits(cl, ct),
+    "l1_penalized_loss": lambda loss, parameters, lam:
+        loss + lam * sum(torch.linalg.vector_norm(p, ord=1) for p in parameters),
 }
 
 
@@ -89,11 +91,22 @@ def _nll_by_one_hot(input, target, weight=None, ignore_index=-100, reduction="me
     return loss.sum() / wt.sum() if reduction == "mean" else {"none": loss, "sum": loss.sum()}[reduction]
 
 
+def _penalty_by_loop(loss, parameters, lam):
+    params = list(parameters)  # a list may be walked as often as needed
+    total = loss
+    for p in params:
+        total = total + lam * p.abs().sum()
+    return total
+
+
 ALTERNATIVES = [
     pytest.param("log_softmax", _lse_log_softmax, id="log_softmax:logsumexp"),
     pytest.param("l1_loss", _float64_l1, id="l1_loss:float64-then-cast-back"),
     pytest.param("binary_cross_entropy_with_logits", _bce_logits_via_logsigmoid, id="bce_logits:softplus-form"),
     pytest.param("nll_loss", _nll_by_one_hot, id="nll_loss:one-hot-mask"),
+    pytest.param("l1_penalized_loss", lambda loss, parameters, lam:
+                 loss + lam * torch.cat([p.flatten() for p in parameters]).abs().sum(), id="l1_penalty:cat-then-abs"),
+    pytest.param("l1_penalized_loss", _penalty_by_loop, id="l1_penalty:loop-over-a-list"),
     pytest.param("mse_loss", lambda input, target, reduction="mean":
                  {"none": (input - target).pow(2), "mean": ((input - target) ** 2).sum() / input.numel(),
                   "sum": torch.einsum("...,...->", input - target, input - target)}[reduction],
@@ -194,3 +207,28 @@ def test_detached_output_loses_the_gradient_cases():
     result = grade_impl(STEM, "l1_loss", lambda input, target, reduction="mean": ref(input, target, reduction).detach())
     assert result.points == 0
     assert any("not differentiable" in v.message for v in result.cases)
+
+
+def test_l1_penalty_on_a_model_trains_its_weights_towards_zero():
+    """The reference on model.parameters(): the value by hand, lam * sign(w) added to each gradient."""
+    penalized = reference(STEM)["l1_penalized_loss"]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    X, y = torch.randn(6, 4), torch.randn(6, 3)
+    data = F.mse_loss(model(X), y)
+    (g_data,) = torch.autograd.grad(data, model.weight, retain_graph=True)
+    total = penalized(data, model.parameters(), 0.25)
+    torch.testing.assert_close(total, data + 0.25 * sum(p.abs().sum() for p in model.parameters()))
+    total.backward()
+    torch.testing.assert_close(model.weight.grad, g_data + 0.25 * model.weight.sign())
+
+
+def test_a_penalty_walked_twice_over_model_parameters_is_named():
+    """model.parameters() is a generator: code that walks it twice adds no penalty, and is told why."""
+    def count_then_sum(loss, parameters, lam):
+        n = len(list(parameters))
+        return loss + lam * sum(p.abs().sum() for p in parameters) / max(n, 1) * n
+
+    result = grade_impl(STEM, "l1_penalized_loss", count_then_sum)
+    assert result.points < result.max_points
+    assert any("one-pass iterator" in (v.hint or "") for v in result.cases), [v.hint for v in result.cases][:3]

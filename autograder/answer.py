@@ -36,6 +36,7 @@ MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 28
 
 _DTYPES = {str(v): v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+_ITEMSIZE = {name: d.itemsize for name, d in _DTYPES.items()}
 
 
 class MalformedAnswer(ValueError):
@@ -165,10 +166,13 @@ def _unpack_tensor(blob: torch.Tensor, entry: Any) -> torch.Tensor:
         raise MalformedAnswer(f"unknown dtype {clean(dtype_name, 40)!r}")
     if any(s < 0 for s in shape) or math.prod(shape) > MAX_ELEMENTS:
         raise MalformedAnswer("a tensor's shape is out of range")
-    n = math.prod(shape)
-    if size != n * torch.empty(0, dtype=dtype).element_size() or not 0 <= offset <= blob.numel() - size:
+    n, itemsize = math.prod(shape), _ITEMSIZE[dtype_name]
+    if size != n * itemsize or not 0 <= offset <= blob.numel() - size:
         raise MalformedAnswer("a tensor lies outside the message")
-    return blob[offset:offset + size].clone().view(dtype).reshape(shape)
+    if offset % itemsize:
+        raise MalformedAnswer("a tensor is not aligned in the message")
+    # a view of the message's own copy (decode's bytearray, which nothing else holds): no copy per tensor
+    return blob[offset:offset + size].view(dtype).reshape(shape)
 
 
 def decode(data: bytes) -> dict:

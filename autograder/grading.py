@@ -25,7 +25,9 @@ import torch
 
 from autograder.answer import Answer
 from autograder.checks import Case, Check, load_checks
-from autograder.compare import CaseVerdict, decide_case, meta_inconclusive
+from autograder.compare import CaseVerdict, case_input_scale, decide_case, meta_inconclusive
+from autograder.probes.core import UPSTREAM
+from autograder.tolerance import tolerance
 from autograder.probes.fake_cuda import NOT_RUN, SUFFIX as FAKE_SUFFIX
 from autograder.course import course_root, source_notebook
 from autograder.executor import Executor, InProcess
@@ -59,9 +61,60 @@ class _Prepared:
     reference: list[Answer]
     mistakes: list[list]  # per case: [(Mistake, Answer)]
     max_points: float
+    bulk: _Bulk | None = None
 
 
 MAX_VERDICTS = 50_000  # distinct (check, case, answer) verdicts kept for reuse
+
+
+@dataclass
+class _Bulk:
+    """What a check's passing answers are compared against in one pass (`Grader._accepted`), made
+    once a run: per case, each compared output's (key, shape, expected dtype, device) or None for a
+    case decided one by one (a device-only, outcome or non-tensor case); every compared reference
+    value flattened in float64, with the rtol and atol `compare_value` would use, side by side."""
+
+    specs: list  # per case: [(key, shape, dtype, device)] or None
+    parts: list  # per case: (want, rtol, atol) flat float64 tensors, or None
+    want: torch.Tensor  # every eligible case's parts, concatenated
+    rtol: torch.Tensor
+    atol: torch.Tensor
+    eligible: list[int]  # the cases with a spec
+
+
+def _bulk(cases: list[Case], refs: list[Answer]) -> _Bulk:
+    specs, parts = [], []
+    for case, ref in zip(cases, refs):
+        spec, wants, rtols, atols = [], [], [], []
+        if case.shape_only or case.judge is not None or case.fake_cuda or ref.error:
+            spec = None
+        for key in (case.compare or tuple(ref.values)) if spec is not None else ():
+            if key not in ref.values:
+                continue  # compare_answers skips it too
+            want = ref.values[key]
+            if type(want) is not torch.Tensor or not want.is_floating_point():
+                spec = None
+                break
+            dtype = case.dtype if case.dtype.is_floating_point else want.dtype
+            finite = want[torch.isfinite(want)]
+            scale = float(finite.abs().max()) if finite.numel() else 1.0
+            upstream = max(UPSTREAM) if key.startswith("gradient") else 0.0
+            rtol, atol = tolerance(dtype, numel=case.numel(), scale=scale, inputs=case_input_scale(case, upstream))
+            flat = want.double().reshape(-1)
+            spec.append((key, want.shape, dtype, ref.devices.get(key)))
+            wants.append(flat)
+            rtols.append(torch.full_like(flat, rtol))
+            atols.append(torch.full_like(flat, atol))
+        if spec:
+            specs.append(spec)
+            parts.append((torch.cat(wants), torch.cat(rtols), torch.cat(atols)))
+        else:
+            specs.append(None)
+            parts.append(None)
+    eligible = [k for k, sp in enumerate(specs) if sp is not None]
+    cat = [torch.cat([parts[k][j] for k in eligible]) if eligible else torch.empty(0, dtype=torch.float64)
+           for j in range(3)]
+    return _Bulk(specs, parts, *cat, eligible)
 
 
 def answer_digest(answer: Answer) -> bytes | None:
@@ -127,7 +180,7 @@ class Grader:
                 cases.append(case)
                 refs.append(ref)
                 mistakes.append([(m, run_probe(check, m.impl, case.upcast())) for m in check.mistakes])
-            self.prepared[name] = _Prepared(check, cases, refs, mistakes, points[check.grade_id])
+            self.prepared[name] = _Prepared(check, cases, refs, mistakes, points[check.grade_id], _bulk(cases, refs))
 
     @property
     def max_score(self) -> float:
@@ -137,12 +190,59 @@ class Grader:
         p = self.prepared[name]
         verdicts: list[CaseVerdict] = []
         twin = answers[0] if answers else None  # the first case, of which the meta case is a copy on meta
+        accepted = self._accepted(p, answers)
         for k, (case, ref, mistakes, ans) in enumerate(zip(p.cases, p.reference, p.mistakes, answers)):
+            if k in accepted:
+                verdicts.append(CaseVerdict(case.label, True))
+                continue
             verdicts.append(meta_inconclusive(case, self._decide_case(name, k, case, ans, ref, mistakes), ans, twin))
         passed = sum(v.passed for v in verdicts)
         total = sum(not v.inconclusive for v in verdicts)  # a case that could not be judged is left out
         return CheckResult(name, p.check.grade_id, score_of(passed, total, p.max_points),
                            p.max_points, passed, total, verdicts)
+
+    @staticmethod
+    def _accepted(p: _Prepared, answers: list[Answer]) -> set[int]:
+        """The cases whose answer `decide_case` passes, found for the whole check in one pass:
+        no error and no forbidden call, every compared output a tensor of the reference's shape,
+        the case's dtype and the reference's device, and every value within `compare_value`'s
+        tolerance (torch.isclose's formula, equal_nan, over all of them at once). Any other case,
+        and any case with one value out of tolerance, is decided one by one, as before."""
+        b = p.bulk
+        if b is None or not b.eligible:
+            return set()
+        taken, gots = [], []
+        for k in b.eligible:
+            if k >= len(answers):
+                break
+            ans = answers[k]
+            if ans.error or ans.forbidden:
+                continue
+            values, devices, mine = ans.values, ans.devices, []
+            for key, shape, dtype, device in b.specs[k]:
+                got = values.get(key)
+                if (type(got) is not torch.Tensor or got.dtype != dtype or got.shape != shape
+                        or (device is not None and devices.get(key) != device)):
+                    break
+                mine.append(got.reshape(-1).double())
+            else:
+                taken.append(k)
+                gots.extend(mine)
+        if not taken:
+            return set()
+        if taken == b.eligible:
+            want, rtol, atol = b.want, b.rtol, b.atol
+        else:
+            want, rtol, atol = (torch.cat([b.parts[k][j] for k in taken]) for j in range(3))
+        got = torch.cat(gots)
+        close = (got == want) | (got.isnan() & want.isnan())  # torch.isclose, with a tolerance per element
+        error = (got - want).abs()
+        close |= torch.isfinite(error) & (error <= atol + (rtol * want).abs())
+        if bool(close.all()):
+            return set(taken)
+        ends = torch.tensor([b.parts[k][0].numel() for k in taken]).cumsum(0)
+        failed = set(torch.searchsorted(ends, (~close).nonzero().reshape(-1), right=True).tolist())
+        return {k for j, k in enumerate(taken) if j not in failed}
 
     def _decide_case(self, name: str, k: int, case: Case, ans: Answer, ref: Answer, mistakes) -> CaseVerdict:
         """`decide_case`, once per distinct answer of a case: the verdict is a function of the case,

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from autograder.compare import CaseVerdict
@@ -144,13 +144,31 @@ class SubmissionResult:
         return found
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        """The result as plain data (what dataclasses.asdict gives, made without its deep copy:
+        every field is a str, number, bool, None or list of str), its score, and each check's
+        hints and mistakes."""
+        d = {name: getattr(self, name) for name in _RESULT_FIELDS}
+        d["checks"] = [_check_json(c) for c in self.checks]
         d["score"] = self.score
         d["problems"] = [p.to_json() for p in self.problems]
-        for c, obj in zip(d["checks"], self.checks):
-            c["hints"] = obj.hints
-            c["mistakes"] = obj.mistakes
         return d
+
+
+def _copied(v):
+    return list(v) if type(v) is list else v
+
+
+def _check_json(c: CheckResult) -> dict:
+    d = {name: getattr(c, name) for name in _CHECK_FIELDS}
+    d["cases"] = [{name: _copied(getattr(v, name)) for name in _VERDICT_FIELDS} for v in c.cases]
+    d["hints"] = c.hints
+    d["mistakes"] = c.mistakes
+    return d
+
+
+_RESULT_FIELDS = [f.name for f in fields(SubmissionResult) if f.name not in ("checks", "problems")]
+_CHECK_FIELDS = [f.name for f in fields(CheckResult) if f.name != "cases"]
+_VERDICT_FIELDS = [f.name for f in fields(CaseVerdict)]
 
 
 # What can go wrong with a submission besides wrong answers, from worst to mildest.
@@ -217,7 +235,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 def write_result(out: Path, result: SubmissionResult) -> Path:
     path = Path(out) / "results" / result.assignment / f"{result.student_id}.json"
-    atomic_write(path, json.dumps(result.to_json(), indent=1, sort_keys=True))
+    atomic_write(path, json.dumps(result.to_json(), sort_keys=True))  # one line: json's C encoder
     return path
 
 

@@ -1,13 +1,15 @@
 """The class runner against `nbgrader autograde`, on the same submissions, in one run.
 
-1. N submissions of one chapter (copies of the source notebook; every fourth
-   one with an honest wrong answer, a catalogued mistake, so scores differ),
+1. N distinct submissions of one chapter (`make_submissions`: the source
+   notebook with each student's own correct code, written differently and
+   never the same bytes of answer; every fourth one with an honest wrong
+   answer, a catalogued mistake, so scores differ),
    graded by `nbgrader autograde` (in a scratch course, as tests/nbgrader_course.py
    does) and by the runner: time per notebook for each, the ratio, and the
    scores, which must be identical check by check. The runner's one-off
    start-up (importing torch, the references) is measured on a class of one,
    and the time per notebook after it is printed too.
-2. A class of M copies graded by the runner: total time and time per notebook.
+2. A class of M such submissions graded by the runner: total time and time per notebook.
 3. The capstone, whose `fit` check trains each submission's model: K copies
    of its source notebook (every fourth with a known-wrong training loop)
    graded by the runner: start-up on a class of one, then the time per
@@ -40,7 +42,49 @@ WRONG = [
                  "    return apply_reduction((input - target).abs(), reduction)"),
     ("log_softmax", "def log_softmax(input, dim):\n"
                     "    return input - input.amax(dim, keepdim=True)"),
+    ("mse_loss", "def mse_loss(input, target, reduction='mean'):\n"
+                 "    return apply_reduction(0.5 * (input - target) ** 2, reduction)"),
+    ("l1_loss", "def l1_loss(input, target, reduction='mean'):\n"
+                "    return apply_reduction(input - target, reduction)"),
 ]
+
+# Correct code, written differently: each student gets one variant of each of these functions
+# (appended to its solution cell), times S, a factor of 1 + k * 2**-44 of their own (k: the
+# student's number): within every tolerance, and it changes the float64 cases' bits, so no two
+# students' answers are the same bytes and no cache of decided answers stands in for grading.
+RIGHT = {
+    "l1_loss": [
+        "def l1_loss(input, target, reduction='mean'):\n    return apply_reduction(torch.abs(input - target) * S, reduction)",
+        "def l1_loss(input, target, reduction='mean'):\n    d = target - input\n"
+        "    return apply_reduction(d.abs() * S, reduction)",
+        "def l1_loss(input, target, reduction='mean'):\n    return apply_reduction((input - target).abs().mul(S), reduction)",
+    ],
+    "mse_loss": [
+        "def mse_loss(input, target, reduction='mean'):\n    d = input - target\n"
+        "    return apply_reduction(d * d * S, reduction)",
+        "def mse_loss(input, target, reduction='mean'):\n    return apply_reduction((target - input).pow(2) * S, reduction)",
+        "def mse_loss(input, target, reduction='mean'):\n    return apply_reduction(torch.square(input - target) * S, reduction)",
+    ],
+    "log_softmax": [
+        "def log_softmax(input, dim):\n    m = input.max(dim=dim, keepdim=True).values.detach()\n"
+        "    z = input - m\n    return (z - z.exp().sum(dim, keepdim=True).log()) * S",
+        "def log_softmax(input, dim):\n    z = input - input.amax(dim=dim, keepdim=True).detach()\n"
+        "    return z * S - torch.log(torch.sum(torch.exp(z), dim=dim, keepdim=True)) * S",
+    ],
+    "binary_cross_entropy": [
+        "def binary_cross_entropy(input, target, weight=None, reduction='mean'):\n"
+        "    loss = -(target * input.log().clamp(min=-100) + (1 - target) * (1 - input).log().clamp(min=-100))\n"
+        "    loss = loss if weight is None else weight * loss\n"
+        "    return apply_reduction(loss * S, reduction)",
+    ],
+}
+
+
+def variant(k: int) -> dict[str, str]:
+    """Student k's correct code: one variant of each function of RIGHT, with its own factor."""
+    factor = repr(1 + k * 2 ** -44)
+    return {name: code.replace("* S", f"* {factor}").replace("mul(S)", f"mul({factor})")
+            for name, options in RIGHT.items() for code in [options[(k * 7 + len(name)) % len(options)]]}
 
 
 def _cpu() -> float:
@@ -49,7 +93,9 @@ def _cpu() -> float:
 
 
 def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
-    """n notebooks in the nbgrader layout folder/<student>/<stem>/<stem>.ipynb."""
+    """n distinct notebooks in the nbgrader layout folder/<student>/<stem>/<stem>.ipynb: each
+    student's own correct code (`variant`), and every fourth one with an honest wrong answer
+    (a catalogued mistake) in place of one of them, so that scores differ."""
     from autograder.notebook import find_cell
 
     nb = json.loads(source.read_text())
@@ -57,10 +103,13 @@ def make_submissions(folder: Path, n: int, source: Path) -> dict[str, Path]:
     for k in range(n):
         student = f"student{k:04d}"
         copy = json.loads(json.dumps(nb))
+        code = variant(k)
         if k % 4 == 3:
-            grade_id, code = WRONG[(k // 4) % len(WRONG)]
+            grade_id, wrong = WRONG[(k // 4) % len(WRONG)]
+            code[grade_id] = wrong
+        for grade_id, text in code.items():
             cell = find_cell(copy, grade_id)
-            cell["source"] = "".join(cell["source"]) + "\n\n" + code + "\n"
+            cell["source"] = "".join(cell["source"]) + f"\n\n# student {k}\n" + text + "\n"
         path = folder / student / STEM / f"{STEM}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(copy, indent=1))

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = ["start-up", "reading", "sanitize", "cells", "visible tests", "answers", "decisions",
+STAGES = ["start-up", "reading", "sanitize", "child start", "cells", "visible tests", "answers", "decisions",
           "mistake matching", "writing", "child end"]
 
 
@@ -27,6 +27,7 @@ class _Meter:
     def __init__(self):
         self.own = defaultdict(float)  # stage -> grader CPU (this thread), exclusive
         self.child = defaultdict(float)  # stage -> child CPU
+        self.faults = defaultdict(int)  # stage -> the child's page faults (copy-on-write of the zygote's pages)
         self.stack: list[list] = []
 
     def wrap(self, stage, fn, *, child_after=False):
@@ -55,17 +56,21 @@ class _Meter:
         cpu = _child_cpu(fd)
         if cpu is None:
             return
-        last = getattr(sub, "_meter_cpu", 0.0)
+        cpu, faults = cpu
+        last, last_faults = getattr(sub, "_meter_cpu", (0.0, 0))
         self.child[stage] += cpu - last
-        sub._meter_cpu = cpu
+        self.faults[stage] += faults - last_faults
+        sub._meter_cpu = cpu, faults
 
 
-def _child_cpu(pidfd: int) -> float | None:
+def _child_cpu(pidfd: int) -> tuple[float, int] | None:
+    """The child's CPU seconds so far, to the nanosecond (/proc/PID/schedstat: its time on a CPU),
+    and its minor page faults (/proc/PID/stat)."""
     try:
         info = Path(f"/proc/self/fdinfo/{pidfd}").read_text()
         pid = int(next(line.split()[1] for line in info.splitlines() if line.startswith("Pid:")))
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        faults = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9, faults
     except (OSError, StopIteration, ValueError, IndexError):
         return None
 
@@ -101,6 +106,7 @@ def instrument(meter: _Meter) -> None:
     compare.match_mistake = meter.wrap("mistake matching", compare.match_mistake)
     g.Grader.decide = meter.wrap("decisions", g.Grader.decide)
     S.__enter__ = meter.wrap("cells", S.__enter__, child_after=True)
+    S._spawn = meter.wrap("child start", S._spawn, child_after=True)  # fork, set-up, "ready"
     S.prefetch = meter.wrap("answers", S.prefetch)
     S.answer = meter.wrap("answers", S.answer)
     S.__exit__ = meter.wrap("child end", S.__exit__)
@@ -126,6 +132,48 @@ def _sample_before(meter, kill):
     return wrapped
 
 
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of process `pid`, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def _zygote_pid(handle) -> int:
+    """The zygote's pid: the bootstrap's child when it made a PID namespace, else the bootstrap."""
+    pid = handle._proc.pid
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return int(kids[0]) if kids else pid
+
+
+def watch_zygote(meter: _Meter) -> None:
+    """Sample the zygote's own CPU and its reaped children's when it is ready and before it ends."""
+    from autograder.sandbox import handle
+
+    H = handle.ZygoteHandle
+    start, close = H.start, H.close
+
+    def started(self, cases):
+        out = start(self, cases)
+        meter.zygote = {"pid": _zygote_pid(self)}
+        meter.zygote["ready"] = _proc_cpu(meter.zygote["pid"])
+        return out
+
+    def closing(self):
+        z = getattr(meter, "zygote", None)
+        if z is not None and "end" not in z:
+            try:
+                z["end"] = _proc_cpu(z["pid"])
+            except OSError:
+                pass
+        return close(self)
+
+    H.start, H.close = started, closing
+
+
 def _rusage_children() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -142,6 +190,7 @@ def main(argv: list[str]) -> int:
 
     meter = _Meter()
     instrument(meter)
+    watch_zygote(meter)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stages-"))
     try:
         make_submissions(tmp / "class", args.class_size, source_notebook(STEM))
@@ -157,10 +206,22 @@ def main(argv: list[str]) -> int:
         n = len(results)
         print(f"{n} {STEM} submissions graded one at a time; CPU seconds per notebook "
               f"(grader: this thread; child: read from /proc)")
-        print(f"{'stage':18s} {'grader':>8s} {'child':>8s}")
+        print(f"{'stage':18s} {'grader':>8s} {'child':>8s} {'faults':>7s}")
         for stage in STAGES:
-            print(f"{stage:18s} {meter.own[stage] / n:8.4f} {meter.child[stage] / n:8.4f}")
-        print(f"{'zygote (rest)':18s} {'':8s} {zygote / n:8.4f}")
+            print(f"{stage:18s} {meter.own[stage] / n:8.4f} {meter.child[stage] / n:8.4f} "
+                  f"{meter.faults[stage] / n:7.0f}")
+        z = getattr(meter, "zygote", {})
+        if "ready" in z and "end" in z:
+            (own0, kids0), (own1, kids1) = z["ready"], z["end"]
+            exits = (kids1 - kids0) - sum(meter.child.values())
+            print(f"{'zygote start-up':18s} {'':8s} {own0 / n:8.4f}   ({own0 + kids0:.2f} s once: torch, the "
+                  f"warm-up, the namespace probe)")
+            print(f"{'zygote forks':18s} {'':8s} {(own1 - own0) / n:8.4f}")
+            print(f"{'children exit':18s} {'':8s} {exits / n:8.4f}   (reaped CPU not sampled before the kill)")
+            zygote -= own1 + kids1 - sum(meter.child.values())
+            print(f"{'rest':18s} {'':8s} {zygote / n:8.4f}   (the bootstrap, the zygote's end)")
+        else:
+            print(f"{'zygote (rest)':18s} {'':8s} {zygote / n:8.4f}")
         print(f"{'total':18s} {total_own / n:8.4f} {total_kids / n:8.4f}   "
               f"sum {(total_own + total_kids) / n:.4f} s/notebook; "
               f"other grader threads {(total_own - (time.thread_time() - start)) / n:.4f}")

@@ -139,3 +139,97 @@ def test_a_summary_keeps_what_every_class_wide_output_reads(grader):
     assert summarize(slim) == summarize(full)
     size = sum(len(json.dumps(r.to_json())) for r in slim)
     assert size < sum(len(json.dumps(r.to_json())) for r in full) / 5
+
+
+def _nudged(ans: Answer, key: str, fn) -> Answer:
+    v = ans.values[key].clone()
+    fn(v.view(-1))
+    return dataclasses.replace(ans, values={**ans.values, key: v})
+
+
+def _answers_of_every_kind(p, k, case, ref, mistakes) -> list[Answer]:
+    """The reference's answer as a student's, each mistake's, and values at and past the
+    tolerance's edge, non-finite, of another dtype, shape or device, missing or raised."""
+    right = _student(ref, case)
+    out = [right] + [_student(a, case) for _, a in mistakes]
+    for key, v in right.values.items():
+        if type(v) is not torch.Tensor or not v.is_floating_point() or not v.numel():
+            continue
+        scale = float(v.abs().max()) or 1.0
+        for rel in (1e-9, 1e-6, 1e-5, 1e-3):
+            out.append(_nudged(right, key, lambda t, rel=rel: t.__setitem__(0, t[0] + rel * scale)))
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            out.append(_nudged(right, key, lambda t, bad=bad: t.__setitem__(0, bad)))
+        out.append(dataclasses.replace(right, values={**right.values, key: v.double() if v.dtype != torch.float64
+                                                      else v.float()}))
+        out.append(dataclasses.replace(right, values={**right.values, key: v.reshape(1, *v.shape)}))
+        out.append(dataclasses.replace(right, devices={**right.devices, key: "meta"}))
+        out.append(dataclasses.replace(right, values={k2: x for k2, x in right.values.items() if k2 != key}))
+    out.append(dataclasses.replace(right, error="RuntimeError: no"))
+    out.append(dataclasses.replace(right, forbidden=["torch.nn.functional.l1_loss"]))
+    return out
+
+
+def test_the_bulk_comparison_passes_exactly_what_each_case_decided_alone_passes(grader):
+    """`Grader._accepted` (every passing output of a check compared in one pass) accepts a case
+    exactly when `decide_case` passes it, for right, wrong and edge answers; the rest is decided
+    case by case, as before."""
+    for name, p in grader.prepared.items():
+        rows = [_answers_of_every_kind(p, k, case, ref, ms)
+                for k, (case, ref, ms) in enumerate(zip(p.cases, p.reference, p.mistakes))]
+        for j in range(max(len(r) for r in rows)):
+            answers = [r[j % len(r)] for r in rows]
+            accepted = grader._accepted(p, answers)
+            for k, (case, ref, ms, ans) in enumerate(zip(p.cases, p.reference, p.mistakes, answers)):
+                passed = decide_case(case, ans, ref, ms).passed
+                if p.bulk.specs[k] is None:
+                    assert k not in accepted
+                else:
+                    assert (k in accepted) == passed, (name, case.label, j)
+        assert p.bulk.eligible, name  # the bulk path is taken for every check of the chapter
+
+
+def test_the_codec_gives_back_every_tensor_without_copying_each_and_refuses_an_unaligned_one():
+    import struct
+
+    from autograder.answer import MalformedAnswer, decode, encode_records
+
+    values = {"a": torch.arange(7, dtype=torch.float32), "b": torch.tensor(True), "c": torch.zeros(0, 3),
+              "d": torch.arange(5, dtype=torch.int64).reshape(5, 1), "e": torch.tensor([1.5], dtype=torch.float64)}
+    back = decode(encode_records("answers", [{"values": values}, {"values": dict(values)}]))["records"]
+    for record in back:
+        for key, v in values.items():
+            got = record["values"][key]
+            assert type(got) is torch.Tensor and got.dtype == v.dtype and torch.equal(got, v)
+    back[0]["values"]["a"][0] = 99.0  # tensors of one message never overlap
+    assert back[1]["values"]["a"][0] == 0 and back[0]["values"]["e"][0] == 1.5
+
+    data = encode_records("answers", [{"values": {"x": torch.ones(2, dtype=torch.float64)}}])
+    (size,) = struct.unpack("<Q", data[1:9])
+    meta = json.loads(data[9:9 + size])
+    meta["index"][0][2] = 4  # an offset that is not a multiple of the element size
+    forged = json.dumps(meta).encode()
+    with pytest.raises(MalformedAnswer):
+        decode(b"R" + struct.pack("<Q", len(forged)) + forged + data[9 + size:] + bytes(16))
+
+
+def test_a_result_is_written_as_dataclasses_would_give_it(grader):
+    """`SubmissionResult.to_json` (made without asdict's deep copy) is what asdict gives, with the
+    score, the problems and each check's hints and mistakes; nothing in it shares a list with the result."""
+    from autograder.problems import Problem
+
+    for r in _class_of_verdicts(grader):
+        r.problems.append(Problem("notebook", "graded losses.ipynb"))
+        want = dataclasses.asdict(r)
+        want["score"] = r.score
+        want["problems"] = [p.to_json() for p in r.problems]
+        for c, obj in zip(want["checks"], r.checks):
+            c["hints"], c["mistakes"] = obj.hints, obj.mistakes
+        got = r.to_json()
+        assert got == want
+        assert SubmissionResult.from_json(json.loads(json.dumps(got))).to_json() == got
+        for c, obj in zip(got["checks"], r.checks):
+            for v, verdict in zip(c["cases"], obj.cases):
+                for key, value in v.items():
+                    if type(value) is list:
+                        assert value is not getattr(verdict, key)

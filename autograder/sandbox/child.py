@@ -13,12 +13,18 @@ the source's read-only ones (setup, visible tests: they score nothing).
 
 The inputs of every check are in the zygote's memory, so a child gets them
 for free. Before each case torch and builtins are restored to the zygote's
-snapshot and the flags pinned (autograder/torchstate.py).
+snapshot and the flags pinned (autograder/torchstate.py): a namespace whose
+dictionary has not changed since the snapshot (its version tag, PEP 509, is
+the same) is not compared again, so the child does not touch, and copy, the
+pages of every object torch's namespaces hold.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import signal
+import sys
 from multiprocessing.connection import Connection
 
 
@@ -28,7 +34,76 @@ from autograder.execute import new_namespace, run_cell
 from autograder.notebook import Cell
 from autograder.probes import run_probe
 from autograder.sandbox.policy import enter_child_sandbox
-from autograder.torchstate import pin_torch_flags, reset
+from autograder.torchstate import pin_torch_flags, reset, restore
+
+
+# -- namespaces unchanged since the snapshot -------------------------------------------
+_TAG_OFFSET = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # PyDictObject: refcount, type, ma_used, ma_version_tag
+_tag_at = ctypes.c_uint64.from_address
+
+
+def _namespace_dict(obj) -> dict:
+    """The dictionary behind vars(obj) (a class's, behind its mappingproxy)."""
+    d = vars(obj)
+    return d if type(d) is dict else gc.get_referents(d)[0]
+
+
+def _tag(d: dict) -> int:
+    return _tag_at(id(d) + _TAG_OFFSET).value
+
+
+def version_tags_work() -> bool:
+    """Whether this CPython bumps a dictionary's version tag, where _tag reads it, on every change
+    of a module's, a class's and a plain dictionary (3.11 to 3.13; not 3.14, which stopped)."""
+    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return False
+
+    class Probe:
+        pass
+
+    module = type(sys)("probe")
+    try:
+        for d, change in ((_namespace_dict(module), lambda: setattr(module, "x", 1)),
+                          (_namespace_dict(Probe), lambda: setattr(Probe, "x", 1)),
+                          (_namespace_dict(Probe), lambda: delattr(Probe, "x")),
+                          ({"x": 0}, None)):
+            if ctypes.c_ssize_t.from_address(id(d) + 2 * ctypes.sizeof(ctypes.c_ssize_t)).value != len(d):
+                return False  # not the layout _tag assumes
+            before = _tag(d)
+            if change is None:
+                d["x"] = object()
+            else:
+                change()
+            if _tag(d) == before:
+                return False
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+class Pristine:
+    """The zygote's snapshot of torch, builtins and this package, and each namespace's version tag
+    when it equalled the snapshot: `reset` compares again only the namespaces changed since."""
+
+    def __init__(self, saved):
+        self.saved = saved
+        restore(saved)  # every namespace as the snapshot has it, then its tag
+        self.dicts = [_namespace_dict(obj) for obj, _ in saved] if version_tags_work() else None
+        self.tags = [_tag(d) for d in self.dicts] if self.dicts is not None else None
+
+    def reset(self) -> None:
+        """autograder.torchstate.reset(snapshot), comparing only what changed (never fatal)."""
+        if self.dicts is None:
+            return reset(self.saved)
+        try:
+            tags, dicts = self.tags, self.dicts
+            changed = [k for k, d in enumerate(dicts) if _tag(d) != tags[k]]
+            restore([self.saved[k] for k in changed])  # the torch function and dispatch modes, always
+            for k in changed:
+                tags[k] = _tag(dicts[k])
+        except Exception:  # noqa: BLE001 - as reset: a process that cannot reset still answers
+            pass
+        reset(None)
 
 
 def child_main(z, fd: int, uid: int, scratch: str | None) -> None:
@@ -54,8 +129,8 @@ def serve(z, conn: Connection) -> None:
     builtins and this package's modules are restored: code that replaced the runner's own
     functions (this loop's helpers, the encoder, the probes) changes nothing it answers."""
     ns = new_namespace()
-    send, recv, pristine, exit_ = conn.send_bytes, conn.recv, z.pristine, os._exit
-    restore, run, to_json = reset, run_cell, encode_json
+    send, recv, exit_ = conn.send_bytes, conn.recv, os._exit
+    restore, run, to_json = z.pristine.reset, run_cell, encode_json
     answer, cell_ = answer_check, Cell
     send(to_json({"kind": "ready"}))
     while True:
@@ -65,7 +140,7 @@ def serve(z, conn: Connection) -> None:
             exit_(0)
         kind = msg[0]
         if kind != "cell":  # the student's cells build on each other: nothing is undone between them
-            restore(pristine)
+            restore()
         if kind == "cell":
             _, index, source = msg
             outcome = run(cell_(index, "code", source), ns)
@@ -77,8 +152,8 @@ def serve(z, conn: Connection) -> None:
 
 
 def answer_check(z, ns: dict, name: str) -> bytes:
-    """Every case of check `name`, run on the namespace's graded object."""
-    reset(z.pristine)
+    """Every case of check `name`, run on the namespace's graded object (`serve` has just restored
+    torch and pinned the flags; each case pins them again)."""
     check = z.checks[name]
     impl = ns.get(check.target)
     answers = []

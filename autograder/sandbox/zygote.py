@@ -40,7 +40,7 @@ from autograder.notebook import Cell
 from autograder.probes import run_probe
 from autograder.probes.core import guard_the_watch, prepare_watch
 from autograder.sandbox import seccomp
-from autograder.sandbox.child import child_main
+from autograder.sandbox.child import Pristine, child_main
 from autograder.sandbox.policy import isolate_zygote, paths_under_tmp, pid_namespaces_work
 from autograder.sandbox.syscalls import (CLONE_NEWPID, PR_SET_PDEATHSIG, join_new_session_keyring, prctl, setns,
                                          unshare)
@@ -61,7 +61,7 @@ class ZygoteState:
         self.checks = forget_correct_code(self.checks)
         guard_the_watch()
         self.seccomp = seccomp.build()  # before isolating: it loads libseccomp
-        self.pristine = snapshot(autograder_modules())
+        self.pristine = Pristine(snapshot(autograder_modules()))
         # a root grader runs children as a uid of their own, with or without namespaces
         self.drop_uid = os.geteuid() == 0 and "AUTOGRADER_USERNS" not in os.environ
         hide = json.loads(os.environ.pop("AUTOGRADER_HIDE", "[]"))  # only when the course is in our root

@@ -28,7 +28,7 @@ import torch
 from autograder.answer import Answer
 from autograder.checks import Case, Mistake
 from autograder.probes import NOT_DIFFERENTIABLE
-from autograder.probes.core import TAMPERED, THREADED, UPSTREAM
+from autograder.probes.core import COURSE_CODE, TAMPERED, THREADED, UPSTREAM
 from autograder.probes.fake_cuda import NOT_RUN
 from autograder.tolerance import input_scale, tolerance
 
@@ -206,6 +206,12 @@ def decide_case(case: Case, student: Answer, reference: Answer,
         return CaseVerdict(case.label, False,
                            "started a thread or a process (or left one running) while the graded code ran, so the "
                            "grader could not see what it called; graded code runs in the calling thread only",
+                           mistake="forbidden-call")
+    course = [f[len(COURSE_CODE) + 1:] for f in student.forbidden if f.startswith(COURSE_CODE)]
+    if course:
+        return CaseVerdict(case.label, False,
+                           f"ran the grader's own {', '.join(course)} (the course's code, which another check "
+                           "uses in place of yours) instead of your own; write the function yourself",
                            mistake="forbidden-call")
     if student.forbidden:
         names = ", ".join(student.forbidden)

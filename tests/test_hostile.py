@@ -28,6 +28,9 @@ TOKEN = f"hostile-{os.getpid()}-{int(time.time())}"  # names of files a submissi
 SECRET = f"planted secret {os.urandom(8).hex()}"  # content of a file it tries to read
 ROOT = course_root()
 SOLUTION = source_notebook(STEM)
+# the notebook's points: the check cells' (what the honest notebook earns)
+FULL = sum(c["metadata"].get("nbgrader", {}).get("points", 0) for c in json.loads(SOLUTION.read_text())["cells"]
+           if c["metadata"].get("nbgrader", {}).get("grade_id", "").startswith("check_"))
 
 WRONG_L1 = "def l1_loss(input, target, reduction='mean'):\n    return input.sum() * 0"
 ABS_MSE = ("def mse_loss(input, target, reduction='mean'):\n"
@@ -286,7 +289,7 @@ def test_the_corpus_is_large_enough():
 def test_honest_submissions_get_full_marks(corpus):
     results = corpus[0]
     for student in ("honest", "honest_2"):
-        assert results[student].score == results[student].max_score == 16, results[student].problems
+        assert results[student].score == results[student].max_score == FULL, results[student].problems
         assert results[student].problems == []
 
 
@@ -301,7 +304,7 @@ def test_twins_lose_exactly_their_wrong_function(corpus):
     assert 0 < abs_mse.passed < abs_mse.total
     assert abs_mse.points == score_of(abs_mse.passed, abs_mse.total, abs_mse.max_points)
     assert all(v.label.startswith(("on the meta device", "on a CUDA device")) for v in abs_mse.cases if v.passed)
-    assert results["twin_abs_mse"].score == pytest.approx(15 + abs_mse.points)
+    assert results["twin_abs_mse"].score == pytest.approx(FULL - abs_mse.max_points + abs_mse.points)
     said = " ".join(str(p) for p in results["twin_abs_mse"].problems)
     assert "raised AssertionError" in said, said  # the visible tests' cell, reported, costing nothing
 
@@ -379,8 +382,8 @@ def test_nothing_is_written_outside_the_scratch_directory(corpus):
             assert not t.exists(), f"a submission wrote {t}"
     assert honest_unchanged
     honest = json.loads((out / "results" / STEM / "honest.json").read_text())
-    assert honest["score"] == 16
-    assert results["writes_outside_scratch"].score == 16
+    assert honest["score"] == FULL
+    assert results["writes_outside_scratch"].score == FULL
 
 
 def test_the_grader_survives_and_the_network_is_closed(corpus):
@@ -393,12 +396,12 @@ def test_the_grader_survives_and_the_network_is_closed(corpus):
 
 def test_floods_are_cut(corpus):
     results, out, _, _ = corpus
-    assert results["flood"].score == 16
+    assert results["flood"].score == FULL
     assert (out / "results" / STEM / "flood.json").stat().st_size < 200_000
 
 
 def test_ipython_hooks_do_not_erase_later_cells(corpus):
-    assert corpus[0]["ipython_hooks"].score == 16
+    assert corpus[0]["ipython_hooks"].score == FULL
 
 
 # -- borrowed answers and inherited secrets (a second class) ------------------------------------------
@@ -417,7 +420,6 @@ ONLY_UNWATCHED = ("if torch._C._len_torch_function_stack() == 0:\n        return
                   "    return input - torch.logsumexp(input, dim, keepdim=True)")
 # student -> the checks the trick costs, beside the honest notebook's points
 BORROWED = {name: {"log_softmax": 0} for name in LOG_SOFTMAX_BY}
-BORROWED["torch_function_off"]["cross_entropy"] = 0  # its cross_entropy calls it under that check's watch
 BORROWED["l1_function_off"] = {"l1_loss": 0}  # detection_loss may call l1_loss: it forbids nothing
 _RED = "{'none': 0, 'mean': 1, 'sum': 2}[reduction]"
 _L1 = "def l1_loss(input, target, reduction='mean'):\n"
@@ -482,6 +484,16 @@ OFF_THE_WATCHED_PATH = {
 }
 for _name, (_check, _) in OFF_THE_WATCHED_PATH.items():
     BORROWED[_name] = {_check: 0}
+# The course's helpers the child holds (cross_entropy runs with the course's log_softmax and nll_loss),
+# found in memory and used as the student's own: they are torch's, which those checks forbid.
+BORROWS_COURSE_HELPERS = ("import sys\nframe, probe = sys._getframe(), None\n"
+                          "while frame is not None and probe is None:\n"
+                          "    z = frame.f_locals.get('z')\n"
+                          "    probe = z.checks['cross_entropy'].probe if hasattr(z, 'checks') else None\n"
+                          "    frame = frame.f_back\n"
+                          "helpers = dict(probe.helpers)\n"
+                          "log_softmax, nll_loss = helpers['log_softmax'], helpers['nll_loss']")
+BORROWED["borrows_course_helpers"] = {"log_softmax": 0, "nll_loss": 0}
 # Honest notebooks with a thread that waits while the graded code runs (a progress bar's monitor, a
 # timer): it runs none of the graded work, so they earn what the honest notebook earns.
 HONEST_WITH_THREADS = {
@@ -523,6 +535,7 @@ def borrowed(tmp_path_factory):
         "    with torch._C.DisableTorchFunction():\n        return F.l1_loss(input, target, reduction=reduction)")))
     for name, (check, code) in OFF_THE_WATCHED_PATH.items():
         s[name] = _notebook_with(_append_to(check, "import torch\n" + code))
+    s["borrows_course_helpers"] = _notebook_with(_new_cell(BORROWS_COURSE_HELPERS))
     for name, code in HONEST_WITH_THREADS.items():
         s[name] = _notebook_with(_new_cell(code, after="setup"))
     s["imports_correct_code"] = _notebook_with(_new_cell(

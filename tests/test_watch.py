@@ -192,3 +192,21 @@ def test_the_profiler_of_whoever_runs_the_grader_is_left_in_place():
         assert watch.seen == ["torch.nn.functional.l1_loss"]
     finally:
         sys.setprofile(None)
+
+
+def test_the_graders_own_helper_earns_nothing_in_its_own_check():
+    """The capstone's fit runs with the course's evaluate (one bug costs once); the child can
+    import it, so an evaluate that is (or calls) the course's is recorded, and scores 0."""
+    from autograder.checks import load_checks
+    from autograder.compare import decide_case
+    from autograder.probes import run_probe
+    from autograder.probes.training import course_evaluate
+
+    check = load_checks("capstone")["evaluate"]
+    case = check.cases(device="cpu")[0]
+    reference = run_probe(check, check.mistakes[0].impl, case)  # any answer: the forbidden call decides first
+    for impl in (course_evaluate, lambda model, batches, n: course_evaluate(model, batches, n)):
+        answer = run_probe(check, impl, case)
+        assert any(f.endswith("course_evaluate") for f in answer.forbidden), answer.forbidden
+        verdict = decide_case(case, answer, reference, [])
+        assert not verdict.passed and "grader's own course_evaluate" in verdict.message

@@ -20,6 +20,7 @@ NOT_DIFFERENTIABLE = "not differentiable"
 
 
 TAMPERED = "<the grader's call watch, switched off>"  # recorded as a forbidden call
+COURSE_CODE = "the grader's own"  # how a guarded helper is recorded: f"{COURSE_CODE} {name}"
 THREADED = "<a thread or process started by the graded code>"  # the watch holds in the calling thread only
 ACTIVE: list = []  # the call watches entered now (innermost last)
 
@@ -206,6 +207,7 @@ def _profile_hook(watch: "_CallWatch", previous):
     graded code, wherever they happen in this thread: also inside a Tensor subclass's
     __torch_function__ or __torch_dispatch__, where torch's modes are off. Chains `previous`."""
     codes, builtins, names, record = watch.codes, watch.builtins, watch.names, watch.record
+    guarded = watch.guarded
     tensor = torch._C.TensorBase
     if not callable(previous):  # e.g. cProfile's profiler, a C function: it is off while the watch is on
         previous = None
@@ -225,7 +227,9 @@ def _profile_hook(watch: "_CallWatch", previous):
                     record(TAMPERED)
         elif event == "call":
             label = codes.get(frame.f_code)
-            if label is not None and not _internal(frame.f_back):
+            if label is not None and frame.f_code in guarded:
+                record(label)
+            elif label is not None and not _internal(frame.f_back):
                 if label is OpCall:
                     name = op_name(frame.f_locals.get("self"))
                     if name in names:
@@ -276,10 +280,15 @@ class _CallWatch(TorchFunctionMode):
     THREADED. docs/sandbox.md says what the watch cannot see.
     """
 
-    def __init__(self, names: tuple[str, ...]):
+    def __init__(self, names: tuple[str, ...], guarded: tuple = ()):
         super().__init__()
         self.names = watch_names(tuple(names))
         self.codes, self.builtins = watched_objects(self.names)
+        # the grader's own code for the graded function (a helper another check runs in place of the
+        # student's): importable in the child, so graded code that runs it is recorded, whoever calls it
+        self.guarded = {fn.__code__: f"{COURSE_CODE} {fn.__name__}" for fn in guarded}
+        if self.guarded:
+            self.codes = {**self.codes, **self.guarded}
         self.seen: list[str] = []
         self._below: list[_DispatchWatch] = []
         self._entries: list[list] = []  # per entry: [our profile hook once on, the profile it replaced]
@@ -318,7 +327,10 @@ class _CallWatch(TorchFunctionMode):
         if off:
             self.record(off)
         self._entries.append([None, sys.getprofile(), _other_threads()])
-        return super().__enter__()
+        entered = super().__enter__()
+        if self.guarded:
+            self.hook_on()
+        return entered
 
     def __exit__(self, *exc):
         hook, previous, threads = self._entries.pop()
@@ -369,7 +381,8 @@ def grad_weights(out: torch.Tensor) -> torch.Tensor:
 def run_probe(check, impl, case) -> Answer:
     """Run one case of `check` on `impl` (the student's code, the reference or a known
     mistake) and return what came out as an `Answer` of plain values."""
-    watch = _CallWatch(check.forbidden) if check.forbidden else None
+    guarded = getattr(check.probe, "guarded", ())
+    watch = _CallWatch(check.forbidden, guarded) if check.forbidden or guarded else None
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):

@@ -15,6 +15,25 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+import torch.nn.functional as F
+
+# The course's helpers for graded functions that have a torch function of their own are that torch
+# function under the exercise's signature, defined here (the child keeps this module): code that finds
+# one in memory and calls it for its own exercise calls torch's, which that exercise's watch forbids.
+# Never an elementary reference solution: that one a student could borrow unseen.
+
+
+def course_log_softmax(input, dim):
+    """The losses exercise's log_softmax: torch's."""
+    return torch.log_softmax(input, dim)
+
+
+def course_nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """The losses exercise's nll_loss: torch's."""
+    return F.nll_loss(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+
+
 HELPERS_NOTE = "the course's {names} in place of yours (graded on their own: one bug costs once)"
 
 

@@ -114,7 +114,13 @@ ACCURACY_TYPE = "the accuracy's type"
 
 @dataclass(frozen=True)
 class EvaluateProbe:
-    """Case kwargs: weights, running (see build_bn_classifier), X, y, batch_size, num_classes."""
+    """Case kwargs: weights, running (see build_bn_classifier), X, y, batch_size, num_classes.
+    The course's own evaluate (which the fit check runs in place of the student's) is guarded:
+    graded code that runs it is recorded (probes/core.py)."""
+
+    @property
+    def guarded(self) -> tuple:
+        return (course_evaluate,)
 
     def run(self, impl, case, watch=None) -> dict[str, Any]:
         kw = case.kwargs

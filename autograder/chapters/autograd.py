@@ -184,8 +184,8 @@ ABS_FUNCTION = Check(
                 "rule); without it the gradient ignores everything that comes after |x|.", _AbsNoUpstream),
         Mistake("sign-of-the-output", "The derivative of |x| is the sign of the input: the output |x| is never "
                 "negative, so its sign is wrong for every x < 0. Save the input in forward.", _AbsSignOfOutput),
-        Mistake("not-saved-for-backward", "Keep the tensors backward needs with ctx.save_for_backward(input) and "
-                "read them back from ctx.saved_tensors: a tensor kept as an attribute of ctx (ctx.input = input) "
+        Mistake("not-saved-for-backward", "Keep the tensors backward needs with ctx.save_for_backward, passing "
+                "them to it, and read them back from ctx.saved_tensors: a tensor kept as an attribute of ctx (ctx.input = input) "
                 "escapes autograd's checks (an in-place change after forward goes unnoticed) and can keep memory "
                 "alive.", _AbsOnCtx),
     ),

@@ -1,6 +1,7 @@
 """Shared fixtures and helpers for proving checks both ways."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from functools import lru_cache
@@ -24,6 +25,15 @@ from autograder.course import stems  # noqa: E402
 
 
 @lru_cache(maxsize=None)
+def full_points(stem: str) -> float:
+    """A notebook's points (its check cells'): what the honest notebook of `stem` earns."""
+    from autograder.course import source_notebook
+
+    cells = json.loads(source_notebook(stem).read_text())["cells"]
+    return float(sum(c["metadata"].get("nbgrader", {}).get("points", 0) for c in cells
+                     if c["metadata"].get("nbgrader", {}).get("grade_id", "").startswith("check_")))
+
+
 def grader(stem: str):
     from autograder.grading import Grader
 

@@ -13,9 +13,11 @@ import pytest
 from autograder.cli import main
 from tests.nbgrader_course import nbgrader
 from tests.test_instructor import WRONG_L1, _set_source, _student, _write, course_copy
+from tests.conftest import full_points
 
 pytestmark = pytest.mark.slow
 STEM = "losses"
+FULL = full_points(STEM)
 COURSE_ID = "scratch-gradebook-course"
 
 
@@ -86,7 +88,7 @@ def test_a_student_who_submitted_nothing_has_no_submission(graded):
     with (graded / "export.csv").open() as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"perfect", "wrong", "lms", "absent"}
-    assert float(rows["absent"]["score"]) == 0 and float(rows["perfect"]["score"]) == 16
+    assert float(rows["absent"]["score"]) == 0 and float(rows["perfect"]["score"]) == FULL
 
 
 def test_feedback_is_generated_and_released_for_exchange_and_lms_submissions(graded):

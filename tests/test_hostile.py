@@ -21,16 +21,13 @@ from autograder.checks import FAKE_CUDA_LABEL
 from autograder.course import course_root, release_notebook, source_notebook
 from autograder.grading import grade_class
 from autograder.sandbox import UID_SLOTS, Limits
-from tests.test_runner import STEM, _append_to, _notebook_with, _solution_cell, _write
+from tests.test_runner import FULL, STEM, _append_to, _notebook_with, _solution_cell, _write
 
 LIMITS = Limits(cell_timeout=3, check_timeout=20, memory_bytes=1 << 30, max_processes=32)
 TOKEN = f"hostile-{os.getpid()}-{int(time.time())}"  # names of files a submission tries to write
 SECRET = f"planted secret {os.urandom(8).hex()}"  # content of a file it tries to read
 ROOT = course_root()
 SOLUTION = source_notebook(STEM)
-# the notebook's points: the check cells' (what the honest notebook earns)
-FULL = sum(c["metadata"].get("nbgrader", {}).get("points", 0) for c in json.loads(SOLUTION.read_text())["cells"]
-           if c["metadata"].get("nbgrader", {}).get("grade_id", "").startswith("check_"))
 
 WRONG_L1 = "def l1_loss(input, target, reduction='mean'):\n    return input.sum() * 0"
 ABS_MSE = ("def mse_loss(input, target, reduction='mean'):\n"

@@ -16,8 +16,10 @@ from autograder.course import course_root, release_notebook, source_notebook
 from autograder.notebook import find_cell, without_solution_markers
 from tests.nbgrader_course import nbgrader
 from tests.test_course import _solution_lines
+from tests.conftest import full_points
 
 STEM = "losses"
+FULL = full_points(STEM)
 
 
 def _cell(nb: dict, grade_id: str) -> dict:
@@ -143,9 +145,9 @@ def test_nbgrader_export_lists_every_students_runner_score(course):
     export, grades = course["first"]["export"], course["first"]["grades"]
     assert sorted(export) == sorted(grades) == sorted(STUDENTS)
     assert {s: float(row["score"]) for s, row in export.items()} == grades
-    assert all(float(row["max_score"]) == 16 for row in export.values())
-    assert grades["perfect"] == 16 and grades["untouched"] == grades["broken_json"] == 0
-    assert 0 < grades["wrong"] < 16 and 0 < grades["syntax_error"] < 16
+    assert all(float(row["max_score"]) == FULL for row in export.values())
+    assert grades["perfect"] == FULL and grades["untouched"] == grades["broken_json"] == 0
+    assert 0 < grades["wrong"] < FULL and 0 < grades["syntax_error"] < FULL
 
 
 def test_regrading_replaces_scores_and_duplicates_nothing(course):
@@ -205,7 +207,7 @@ def test_feedback_names_each_mistake_and_error(course):
     assert "[PASS] l1_loss: 1/1 point (" in fb["perfect"] and "FAIL" not in fb["perfect"]
     # the first grading's feedback for `wrong` was replaced by the regrade's
     wrong = course["second"]["grades"]["wrong"]
-    assert f"Score: {wrong:g}/16 points" in fb["wrong"] and "[PASS] l1_loss" in fb["wrong"]
+    assert f"Score: {wrong:g}/{FULL:g} points" in fb["wrong"] and "[PASS] l1_loss" in fb["wrong"]
     assert "reduction='none' returns the loss of every element" in fb["wrong"]  # the hint of mse_loss's mistake
     assert "not valid notebook JSON" in fb["broken_json"] and "Download it again" in fb["broken_json"]
     assert "SyntaxError" in fb["syntax_error"] and "Python could not read the cell" in fb["syntax_error"]

@@ -18,7 +18,7 @@ from autograder.cli import main
 from autograder.course import release_notebook, source_notebook
 from autograder.grading import grade_class
 from autograder.sandbox import Limits
-from tests.test_runner import STEM, _append_to, _notebook_with, _write
+from tests.test_runner import FULL, STEM, _append_to, _notebook_with, _write
 
 LIMITS = Limits(cell_timeout=5, check_timeout=20, submission_timeout=40, memory_bytes=1 << 30, max_processes=32)
 SOLUTION = json.loads(source_notebook(STEM).read_text())
@@ -142,7 +142,7 @@ def test_the_run_finishes_and_every_student_has_a_result(graded):
 def test_honest_students_score_as_alone(graded):
     results = graded[0]
     for student in ("honest", "honest_2", "many_small_cells", "huge_points", "lazy_import_under_tmp"):
-        assert results[student]["score"] == 16, (student, _problems(results[student]))
+        assert results[student]["score"] == FULL, (student, _problems(results[student]))
     assert results["untouched"]["score"] == 0
 
 
@@ -168,7 +168,7 @@ def test_text_that_is_not_utf8_is_cleaned_everywhere(graded):
         text = path.read_bytes().decode("utf-8")  # strict: every file is valid UTF-8
         assert "\x1b" not in text
     assert "bad ? text" in (out / "feedback" / "lone_surrogate" / f"{STEM}.txt").read_text()
-    assert results["surrogate_in_cell"]["score"] == 16  # a cell that raised after defining what it defines
+    assert results["surrogate_in_cell"]["score"] == FULL  # a cell that raised after defining what it defines
 
 
 @pytest.mark.parametrize("student, says", [
@@ -251,7 +251,7 @@ def test_a_fault_in_one_stage_is_that_students_grader_error(tmp_path, monkeypatc
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert code != 0 and "1 grader error" in last, last
     rows = {r["student_id"]: r for r in csv.DictReader(open(out / "grades.csv"))}
-    assert rows["alice"]["score"] == rows["bob"]["score"] == "16"
+    assert float(rows["alice"]["score"]) == float(rows["bob"]["score"]) == FULL
     assert rows["victim"]["status"] == "grader-error"
     victim = json.loads((out / "results" / STEM / "victim.json").read_text())
     assert any(p["kind"] == "grader-error" and "injected fault" in p["text"] or "No space" in p["text"]
@@ -280,7 +280,7 @@ def test_an_interrupted_run_resumes_with_the_students_not_yet_graded(tmp_path):
                                                   resume=True)}
     assert sorted(again) == ["changed", "done", "failed", "new"]
     assert any("marker: kept from the first run" in p for p in again["done"].problems)  # not graded again
-    assert again["changed"].score < 16 and again["failed"].status == "graded" and again["new"].score == 16
+    assert again["changed"].score < FULL and again["failed"].status == "graded" and again["new"].score == FULL
     rows = (out / "grades.csv").read_text().splitlines()
     assert len(rows) == 5
 
@@ -306,7 +306,7 @@ def test_a_child_that_fails_to_start_is_tried_again_then_a_grader_error(tmp_path
     results = {r.student_id: r for r in grade_class(STEM, submissions=subs, out=out, jobs=1, limits=LIMITS)}
     if failures == 1:
         assert [results[s].status for s in ("alice", "bob")] == ["graded", "graded"]
-        assert results["alice"].score == results["bob"].score == 16
+        assert results["alice"].score == results["bob"].score == FULL
     else:
         assert {r.status for r in results.values()} == {"grader-error"}
         assert all("did not start (3 attempts" in str(r.problems) for r in results.values())

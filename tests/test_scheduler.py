@@ -27,7 +27,7 @@ import pytest
 
 from autograder.course import source_notebook
 from tests.nbgrader_course import gradebook_scores
-from tests.test_instructor import STEM, STUDENTS, _export, _write, course_copy, make_class
+from tests.test_instructor import FULL, STEM, STUDENTS, _export, _write, course_copy, make_class
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -318,7 +318,7 @@ def test_the_merged_shards_equal_a_single_run(sharded, single):
     for name in one:
         assert merged[name] == one[name], name
     grades = (single["out"] / "grades.csv").read_text()
-    assert f"source,{STEM},16,16,graded" in grades and f"untouched,{STEM},0,16,graded" in grades
+    assert f"source,{STEM},{FULL:g},{FULL:g},graded" in grades and f"untouched,{STEM},0,{FULL:g},graded" in grades
     print(f"{len(CLASS)} submissions of {STEM}: one run {single['seconds']:.1f} s; "
           f"a Slurm array of {SHARDS} shards on 2 CPUs and its merge {sharded['seconds']:.1f} s "
           f"(run time of each shard, then the merge: {', '.join(sharded['run_times'])})")

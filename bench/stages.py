@@ -132,11 +132,11 @@ def _sample_before(meter, kill):
     return wrapped
 
 
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(own, reaped children's) CPU seconds of process `pid`, from /proc."""
+def _proc_cpu(pid: int) -> tuple[float, float, int]:
+    """(own, reaped children's) CPU seconds of process `pid`, and its own page faults, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick, int(fields[7])
 
 
 def _zygote_pid(handle) -> int:
@@ -212,11 +212,11 @@ def main(argv: list[str]) -> int:
                   f"{meter.faults[stage] / n:7.0f}")
         z = getattr(meter, "zygote", {})
         if "ready" in z and "end" in z:
-            (own0, kids0), (own1, kids1) = z["ready"], z["end"]
+            (own0, kids0, faults0), (own1, kids1, faults1) = z["ready"], z["end"]
             exits = (kids1 - kids0) - sum(meter.child.values())
             print(f"{'zygote start-up':18s} {'':8s} {own0 / n:8.4f}   ({own0 + kids0:.2f} s once: torch, the "
                   f"warm-up, the namespace probe)")
-            print(f"{'zygote forks':18s} {'':8s} {(own1 - own0) / n:8.4f}")
+            print(f"{'zygote forks':18s} {'':8s} {(own1 - own0) / n:8.4f} {(faults1 - faults0) / n:7.0f}")
             print(f"{'children exit':18s} {'':8s} {exits / n:8.4f}   (reaped CPU not sampled before the kill)")
             zygote -= own1 + kids1 - sum(meter.child.values())
             print(f"{'rest':18s} {'':8s} {zygote / n:8.4f}   (the bootstrap, the zygote's end)")

@@ -1,12 +1,14 @@
 """Where the class runner's CPU goes, stage by stage: `python -m bench stages [--class-size=100]`.
 
-Grades a class of `losses` submissions (bench/grading.py's: copies of the source
-notebook, every fourth with a catalogued mistake) one at a time in this thread,
-with the runner's functions wrapped to count this thread's CPU time
-(`time.thread_time`, exclusive of nested stages) and each child's CPU time
-(read from /proc through its pidfd, at the end of each stage that makes it
-work). CPU, not wall-clock, so that other load on the machine changes little.
-The zygote's CPU (importing torch, forking) is the rest of RUSAGE_CHILDREN.
+Grades a class of `losses` submissions (bench/grading.py's `make_submissions`:
+distinct notebooks, every fourth with a catalogued mistake) one at a time in this
+thread, with the runner's functions wrapped to count this thread's CPU time
+(`time.thread_time`, exclusive of nested stages) and each child's CPU time and
+page faults (read from /proc through its pidfd, at the end of each stage that
+makes it work: /proc/PID/schedstat, to the nanosecond). CPU, not wall-clock, so
+that other load on the machine changes little. The zygote's own CPU and page
+faults when it is ready and before it ends (its start-up, its forks) and its
+reaped children's CPU beyond what was sampled (their exit) come from /proc too.
 """
 from __future__ import annotations
 

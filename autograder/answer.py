@@ -121,6 +121,9 @@ def encode_json(obj: dict) -> bytes:
     return b"J" + json.dumps(obj).encode()
 
 
+_PAD = torch.zeros(16, dtype=torch.uint8)  # read only: the blob's padding, shared
+
+
 def encode_records(kind: str, records: list[dict]) -> bytes:
     """Records (dicts whose "values" may hold tensors) as JSON, their tensors' bytes in
     one blob after it, with an index of (dtype, shape, offset, size)."""
@@ -130,15 +133,20 @@ def encode_records(kind: str, records: list[dict]) -> bytes:
         values = {}
         for key, v in r.get("values", {}).items():
             if isinstance(v, torch.Tensor):
-                t = v.detach().cpu().contiguous().reshape(-1)
-                raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+                t = v.detach()
+                if not t.is_cpu:
+                    t = t.cpu()
+                if not t.is_contiguous():
+                    t = t.contiguous()
+                size = t.numel() * t.element_size()
+                raw = t.reshape(-1).view(torch.uint8) if size else _PAD[:0]
                 pad = -offset % 16
                 if pad:
-                    parts.append(torch.zeros(pad, dtype=torch.uint8))
+                    parts.append(_PAD[:pad])
                     offset += pad
-                index.append([str(v.dtype), list(v.shape), offset, raw.numel()])
+                index.append([str(v.dtype), list(v.shape), offset, size])
                 parts.append(raw)
-                offset += raw.numel()
+                offset += size
                 values[key] = {"tensor": len(index) - 1}
             else:
                 values[key] = v

@@ -66,7 +66,19 @@ def main(argv: list[str]) -> int:
     print(f"{args.stem}: the reference's hidden cases in this process, CPU seconds per notebook "
           f"(best of 3; baseline: neither)")
     for label, (cpu, n) in rows.items():
-        print(f"  {label:18s} {cpu:7.3f} s  {n:4d} cases  {cpu / base:5.2f}x")
+        print(f"  {label:18s} {cpu:7.3f} s  {n:4d} cases  {cpu / n * 1e3:6.3f} ms a case  {cpu / base:5.2f}x")
+    watched = sum(len(cases[name]) for name, c in checks.items() if c.forbidden)
+    n_fake = sum(getattr(case, "fake_cuda", False) for cs in cases.values() for case in cs)
+    plain = base / rows["neither"][1]
+    print(f"  each guarantee's price beside the case itself ({plain * 1e3:.3f} ms a case with neither):")
+    if watched:
+        price = (rows["all"][0] - rows["no watch"][0]) / watched
+        print(f"    the call watch      {price * 1e3:6.3f} ms a watched case ({watched} cases), "
+              f"{price / plain:5.2f}x the case")
+    if n_fake:
+        price = (rows["all"][0] - rows["no simulated CUDA"][0]) / n_fake
+        print(f"    a simulated-CUDA case {price * 1e3:6.3f} ms ({n_fake} cases, its CPU pass included), "
+              f"{price / plain:5.2f}x a case")
     print(f"  a class of 500 on 2 cores needs at least {rows['all'][0] * 500 / 2:.1f} s of this alone "
           f"(the issue's target: 15 s)")
     return 0

@@ -203,9 +203,15 @@ def main(argv: list[str]) -> int:
         make_submissions(big, args.class_size, source_notebook(STEM))
         results, wall, cpu = _runner(big, tmp / "class-out", args.jobs)
         per = wall / args.class_size
+        ratio, cpu_per = nb_wall / args.n / per, cpu / args.class_size
         print(f"class of {args.class_size:<5d}     : {wall:7.2f} s  {per:7.3f} s/notebook  "
-              f"(CPU {cpu / args.class_size:6.3f} s/notebook)  ratio to nbgrader {nb_wall / args.n / per:5.1f}x  "
+              f"(CPU {cpu_per:6.3f} s/notebook)  ratio to nbgrader {ratio:5.1f}x  "
               f"{'under' if wall < 60 else 'OVER'} a minute", flush=True)
+        within = wall * 500 / args.class_size
+        print(f"issue 27's targets : ratio {ratio:5.1f}x (>= 200x: {'met' if ratio >= 200 else 'NOT met'}); "
+              f"a class of 500 in {within:5.1f} s (<= 15 s: {'met' if within <= 15 else 'NOT met'}); "
+              f"CPU {cpu_per:5.3f} s/notebook (<= 0.06 s: {'met' if cpu_per <= 0.06 else 'NOT met'}); "
+              f"scores {'identical' if not differ else 'DIFFERENT'}", flush=True)
         if args.capstone_n > 0:
             capstone(tmp, args.capstone_n, args.jobs)
         return 1 if differ else 0

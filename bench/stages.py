@@ -1,12 +1,14 @@
 """Where the class runner's CPU goes, stage by stage: `python -m bench stages [--class-size=100]`.
 
-Grades a class of `losses` submissions (bench/grading.py's: copies of the source
-notebook, every fourth with a catalogued mistake) one at a time in this thread,
-with the runner's functions wrapped to count this thread's CPU time
-(`time.thread_time`, exclusive of nested stages) and each child's CPU time
-(read from /proc through its pidfd, at the end of each stage that makes it
-work). CPU, not wall-clock, so that other load on the machine changes little.
-The zygote's CPU (importing torch, forking) is the rest of RUSAGE_CHILDREN.
+Grades a class of `losses` submissions (bench/grading.py's `make_submissions`:
+distinct notebooks, every fourth with a catalogued mistake) one at a time in this
+thread, with the runner's functions wrapped to count this thread's CPU time
+(`time.thread_time`, exclusive of nested stages) and each child's CPU time and
+page faults (read from /proc through its pidfd, at the end of each stage that
+makes it work: /proc/PID/schedstat, to the nanosecond). CPU, not wall-clock, so
+that other load on the machine changes little. The zygote's own CPU and page
+faults when it is ready and before it ends (its start-up, its forks) and its
+reaped children's CPU beyond what was sampled (their exit) come from /proc too.
 """
 from __future__ import annotations
 
@@ -132,11 +134,11 @@ def _sample_before(meter, kill):
     return wrapped
 
 
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(own, reaped children's) CPU seconds of process `pid`, from /proc."""
+def _proc_cpu(pid: int) -> tuple[float, float, int]:
+    """(own, reaped children's) CPU seconds of process `pid`, and its own page faults, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick, int(fields[7])
 
 
 def _zygote_pid(handle) -> int:
@@ -212,11 +214,11 @@ def main(argv: list[str]) -> int:
                   f"{meter.faults[stage] / n:7.0f}")
         z = getattr(meter, "zygote", {})
         if "ready" in z and "end" in z:
-            (own0, kids0), (own1, kids1) = z["ready"], z["end"]
+            (own0, kids0, faults0), (own1, kids1, faults1) = z["ready"], z["end"]
             exits = (kids1 - kids0) - sum(meter.child.values())
             print(f"{'zygote start-up':18s} {'':8s} {own0 / n:8.4f}   ({own0 + kids0:.2f} s once: torch, the "
                   f"warm-up, the namespace probe)")
-            print(f"{'zygote forks':18s} {'':8s} {(own1 - own0) / n:8.4f}")
+            print(f"{'zygote forks':18s} {'':8s} {(own1 - own0) / n:8.4f} {(faults1 - faults0) / n:7.0f}")
             print(f"{'children exit':18s} {'':8s} {exits / n:8.4f}   (reaped CPU not sampled before the kill)")
             zygote -= own1 + kids1 - sum(meter.child.values())
             print(f"{'rest':18s} {'':8s} {zygote / n:8.4f}   (the bootstrap, the zygote's end)")

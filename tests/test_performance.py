@@ -233,3 +233,37 @@ def test_a_result_is_written_as_dataclasses_would_give_it(grader):
                 for key, value in v.items():
                     if type(value) is list:
                         assert value is not getattr(verdict, key)
+
+
+@pytest.mark.parametrize("tags", [True, False], ids=["version tags", "without them"])
+def test_the_childs_reset_undoes_what_a_full_restore_undoes(monkeypatch, tags):
+    """The child's reset (sandbox/child.py `Pristine`) compares again only the namespaces whose
+    version tag changed; whatever graded code patched (a torch function, a Tensor method, a builtin,
+    this package's own names, a mode left on) is undone as a full restore undoes it, also when the
+    code rebinds the names the reset itself uses; without version tags it restores in full."""
+    import builtins
+
+    import autograder.sandbox.child as child
+    from autograder.torchstate import snapshot
+
+    if not tags:
+        monkeypatch.setattr(child, "version_tags_work", lambda: False)
+    elif not child.version_tags_work():
+        pytest.skip("this Python has no dictionary version tags")
+    pristine = child.Pristine(snapshot([child]))
+    relu, tensor_add, builtin_id, tag = torch.nn.functional.relu, torch.Tensor.__add__, builtins.id, child._tag
+    for _ in range(2):  # twice: the second reset starts from the tags the first one read
+        torch.nn.functional.relu = None
+        torch.Tensor.__add__ = lambda a, b: 0
+        torch.Tensor.added_method = lambda self: 0
+        builtins.id = lambda x: 0
+        child._tag = lambda d: 0
+        child.restore = lambda saved: None
+        torch.overrides.TorchFunctionMode().__enter__()
+        pristine.reset()
+        assert torch.nn.functional.relu is relu and torch.Tensor.__add__ is tensor_add
+        assert not hasattr(torch.Tensor, "added_method") and builtins.id is builtin_id
+        assert child._tag is tag and torch._C._len_torch_function_stack() == 0
+        assert torch.equal(torch.ones(1) + torch.ones(1), torch.full((1,), 2.0))
+    pristine.reset()  # nothing changed: nothing to undo
+    assert torch.nn.functional.relu is relu

@@ -39,17 +39,20 @@ from autograder.torchstate import pin_torch_flags, reset, restore
 
 # -- namespaces unchanged since the snapshot -------------------------------------------
 _TAG_OFFSET = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # PyDictObject: refcount, type, ma_used, ma_version_tag
-_tag_at = ctypes.c_uint64.from_address
+
+
+def _tag_reader(offset=_TAG_OFFSET, at=ctypes.string_at, number=int.from_bytes, address=id):
+    """A dictionary's version tag, read with what was bound when this was made."""
+    return lambda d: number(at(address(d) + offset, 8), "little")
+
+
+_tag = _tag_reader()
 
 
 def _namespace_dict(obj) -> dict:
     """The dictionary behind vars(obj) (a class's, behind its mappingproxy)."""
     d = vars(obj)
     return d if type(d) is dict else gc.get_referents(d)[0]
-
-
-def _tag(d: dict) -> int:
-    return _tag_at(id(d) + _TAG_OFFSET).value
 
 
 def version_tags_work() -> bool:
@@ -91,19 +94,27 @@ class Pristine:
         self.dicts = [_namespace_dict(obj) for obj, _ in saved] if version_tags_work() else None
         self.tags = [_tag(d) for d in self.dicts] if self.dicts is not None else None
 
-    def reset(self) -> None:
-        """autograder.torchstate.reset(snapshot), comparing only what changed (never fatal)."""
-        if self.dicts is None:
-            return reset(self.saved)
-        try:
-            tags, dicts = self.tags, self.dicts
-            changed = [k for k, d in enumerate(dicts) if _tag(d) != tags[k]]
-            restore([self.saved[k] for k in changed])  # the torch function and dispatch modes, always
-            for k in changed:
-                tags[k] = _tag(dicts[k])
-        except Exception:  # noqa: BLE001 - as reset: a process that cannot reset still answers
-            pass
-        reset(None)
+        self.reset = self._resetter()
+
+    def _resetter(self):
+        """autograder.torchstate.reset(snapshot), comparing only what changed (never fatal); a
+        closure over what it uses, so that graded code that rebinds this module's names (or this
+        object's) changes nothing it does."""
+        saved, dicts, tags = self.saved, self.dicts, self.tags
+        tag, full, pin, rng, contents = _tag_reader(), restore, reset, range(len(saved)), list.__getitem__
+        if dicts is None:
+            return lambda: pin(saved)
+
+        def reset_changed() -> None:
+            try:
+                changed = [k for k in rng if tag(contents(dicts, k)) != contents(tags, k)]
+                full([contents(saved, k) for k in changed])  # the torch function and dispatch modes, always
+                for k in changed:
+                    tags[k] = tag(contents(dicts, k))
+            except Exception:  # noqa: BLE001 - as reset: a process that cannot reset still answers
+                pass
+            pin(None)
+        return reset_changed
 
 
 def child_main(z, fd: int, uid: int, scratch: str | None) -> None:

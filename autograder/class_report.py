@@ -129,7 +129,7 @@ def summarize(results: list[SubmissionResult]) -> dict:
     }
 
 
-def _section(stem: str, standings) -> str:
+def _section(stem: str, standings, folder: Path | None = None) -> str:
     results = [st.result for st in standings]
     s = summarize(results)
     scores = [st.score for st in standings]
@@ -185,23 +185,27 @@ def _section(stem: str, standings) -> str:
                "<th>changed by hand</th><th>feedback</th></tr>")
     for st in sorted(standings, key=lambda st: st.student_id):
         link = f"feedback/{st.student_id}/{stem}.html"
+        # a link only to a file there is (a student of the gradebook with no result has no feedback)
+        shown = (f'<a href="{_e(link)}">{_e(link)}</a>' if folder is None or (Path(folder) / link).is_file()
+                 else '<span class="none">none (no result to give feedback on)</span>')
         late = f"{st.late_text()}" if st.late else ""
         out.append(f'<tr><td>{_e(st.student_id)}</td><td class="num">{st.score:g} / {st.max_score:g}</td>'
                    f'<td title="{_e(STATUSES.get(st.status, st.status))}">{_e(st.status)}</td><td>{_e(late)}</td>'
-                   f'<td>{_e(", ".join(st.manual))}</td><td><a href="{_e(link)}">{_e(link)}</a></td></tr>')
+                   f'<td>{_e(", ".join(st.manual))}</td><td>{shown}</td></tr>')
     out.append("</table>")
     return "\n".join(out)
 
 
-def render_report(standings) -> str:
-    """The page, from settled standings (scores.settle); plain results are taken as they were graded."""
+def render_report(standings, out: Path | None = None) -> str:
+    """The page, from settled standings (scores.settle); plain results are taken as they were graded.
+    With `out` (the folder the page is written to), a student's feedback is linked only when it is there."""
     standings = [st if hasattr(st, "result") else _as_graded(st) for st in standings]
     by_stem: dict[str, list] = defaultdict(list)
     for st in standings:
         by_stem[st.assignment].append(st)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{_e(s)}">{_e(s)}</a>' for s in sorted(by_stem))
-    body = "\n".join(_section(s, by_stem[s]) for s in sorted(by_stem)) or "<p>No results.</p>"
+    body = "\n".join(_section(s, by_stem[s], out) for s in sorted(by_stem)) or "<p>No results.</p>"
     source = ("nbgrader's gradebook (manual scores and late penalties included)"
               if any(st.source == "gradebook" for st in standings)
               else "the results of <code>python -m autograder grade</code>")
@@ -222,5 +226,5 @@ def write_report(out: Path, standings=None) -> Path:
     """OUT/report.html from `standings` (default: every result under OUT/results, as graded)."""
     standings = load_submissions(out) if standings is None else standings
     path = Path(out) / "report.html"
-    atomic_write(path, render_report(standings))
+    atomic_write(path, render_report(standings, out))
     return path

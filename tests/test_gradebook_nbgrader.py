@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -99,6 +100,10 @@ def test_feedback_is_generated_and_released_for_exchange_and_lms_submissions(gra
     for student in ("perfect", "wrong", "lms"):
         fb = graded / "feedback" / student / STEM
         assert (fb / f"{STEM}.html").is_file() and (fb / "timestamp.txt").is_file()
+    # the maths renders offline: MathJax is in the page, no script comes from the network
+    page = (graded / "feedback" / "perfect" / STEM / f"{STEM}.html").read_text()
+    assert "MathJax, inlined" in page and "inlineMath: [['$', '$']" in page and "$\\ell_i" in page
+    assert not re.findall(r'<script[^>]*\ssrc=', page) and "cdnjs" not in page
     # the exchange's own secret is kept: the student's cached submission fetches their feedback with it
     assert (graded / "autograded" / "perfect" / STEM / "submission_secret.txt").read_text() == "perfect" * 20
 

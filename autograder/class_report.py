@@ -145,6 +145,7 @@ def _section(stem: str, standings, folder: Path | None = None) -> str:
     for label, value in stats:
         out.append(f'<div class="stat"><b>{_e(value)}</b>{_e(label)}</div>')
     out.append("</div>")
+    out.append(f'<p class="none">{_e(mean_note(standings))}</p>')
     changed = sorted({f"{c.name}: {c.adjusted}" for r in results for c in r.checks
                       if c.adjusted and not c.adjusted.startswith("score set by")})
     if changed:
@@ -194,6 +195,20 @@ def _section(stem: str, standings, folder: Path | None = None) -> str:
                    f'<td>{_e(", ".join(st.manual))}</td><td>{shown}</td></tr>')
     out.append("</table>")
     return "\n".join(out)
+
+
+def mean_note(standings) -> str:
+    """Why this mean is not formgrader's: this one is over every student (a missing submission counts 0),
+    after late penalties; formgrader averages the submissions alone, before late penalties."""
+    scores = [st.score for st in standings]
+    submitted = [st.raw_score for st in standings if st.status != "missing"]
+    max_score = max((st.max_score for st in standings), default=0)
+    text = (f"The mean ({statistics.fmean(scores):.2f} / {max_score:g}) is over all {len(scores)} students, a "
+            "missing submission counting 0, after late penalties. ")
+    if not submitted:
+        return text + "Nobody submitted: formgrader has no mean."
+    return text + (f"Formgrader's average score is over the {len(submitted)} submissions alone, before late "
+                   f"penalties: {statistics.fmean(submitted):.2f} / {max_score:g}.")
 
 
 def render_report(standings, out: Path | None = None) -> str:

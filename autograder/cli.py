@@ -59,6 +59,7 @@ def _instructor_outputs(args, results) -> int:
     from autograder.lms import MappingError, write_lms_files
     from autograder.results import load_summaries, write_grades_csv
     from autograder.scores import settle
+    from autograder.term import write_term
 
     out = Path(args.out)
     course = Path(args.course) if args.course else None
@@ -76,12 +77,14 @@ def _instructor_outputs(args, results) -> int:
             standings = settle(load_summaries(out), config, db_url)
             write_grades_csv(out, standings)
         lms = write_lms_files(out, standings, config)
+        term = write_term(out, standings, config)
     except (CourseConfigError, MappingError, _GradebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"grades {out / 'grades.csv'}; feedback for {_plural(n, 'student')} in {out / 'feedback'}; "
           f"class report {write_report(out, standings)}")
     print(f"LMS: {lms['canvas']} (Canvas), {lms['moodle']} (Moodle), {lms['report']} (statuses, late penalties)")
+    print(f"term summary: {term['html']}, {term['csv']} (every assignment in {out}, each student's total)")
     if lms["unmapped"]:
         print(f"warning: the student-id mapping file has no row for {', '.join(lms['unmapped'])}: "
               "their LMS id is empty; add them and run `python -m autograder report`", file=sys.stderr)

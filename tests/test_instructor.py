@@ -254,7 +254,8 @@ def test_report_command_rebuilds_the_outputs_from_results(course, tmp_path):
     assert main(["report", "--out", str(out)]) == 0
     assert (out / "grades.csv").read_text() == (course["out"] / "grades.csv").read_text()
     canvas = (out / "canvas_grades.csv").read_text().splitlines()
-    assert canvas[0] == f"Student,ID,SIS User ID,SIS Login ID,Section,{STEM}" and len(canvas) == 2 + len(STUDENTS)
+    assert canvas[0] == f"Student,ID,SIS User ID,SIS Login ID,Section,{STEM},Term total (%)"
+    assert len(canvas) == 2 + len(STUDENTS)
     assert sorted(p.parent.name for p in (out / "feedback").glob(f"*/{STEM}.html")) == sorted(STUDENTS)
     assert "data:image/png;base64," in (out / "report.html").read_text()
 

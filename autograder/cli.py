@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--jobs", type=_count, default=None,
                    help="submissions graded at once, 1 or more (default: number of cores)")
-    g.add_argument("--shard", type=_shard, default=None, help="i/n: grade only every n-th student from the i-th (0-based); "
+    g.add_argument("--shard", type=_shard, default=None,
+                   help="i/n: grade only every n-th student from the i-th (0-based); "
                    "shards writing to the same --out merge")
     g.add_argument("--student", action="append", default=[], metavar="ID",
                    help="grade only this student (repeatable): a regrade of one submission; the others' "

@@ -25,7 +25,8 @@ table { border-collapse: collapse; margin: .6rem 0; } td, th { padding: .25rem .
 .PASS { color: #1a7f37; font-weight: 600; } .FAIL { color: #cf222e; font-weight: 600; }
 .PARTIAL { color: #9a6700; font-weight: 600; } .DROPPED { color: #57606a; font-weight: 600; }
 .check { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem 1rem; margin: .8rem 0; }
-.case { margin: .4rem 0 .4rem 1rem; } details { margin: .4rem 0 .4rem 1rem; } summary { cursor: pointer; } .why { color: #57606a; font-size: .9rem; }
+.case { margin: .4rem 0 .4rem 1rem; } details { margin: .4rem 0 .4rem 1rem; } summary { cursor: pointer; }
+.why { color: #57606a; font-size: .9rem; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9rem; }
 pre { background: #f6f8fa; padding: .4rem .6rem; border-radius: 4px; white-space: pre-wrap; margin: .2rem 0; }
 .hint { background: #ddf4ff; border-left: 4px solid #0969da; padding: .4rem .7rem; margin: .4rem 0; }

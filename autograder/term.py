@@ -61,7 +61,8 @@ def term_csv(standings, config) -> str:
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem; margin: 1.5rem auto;
        padding: 0 1rem; color: #1f2328; }
-table { border-collapse: collapse; font-size: .92rem; } td, th { padding: .2rem .6rem; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; font-size: .92rem; }
+td, th { padding: .2rem .6rem; border-bottom: 1px solid #d0d7de; }
 th { background: #f6f8fa; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .missing { color: #cf222e; } .note { color: #57606a; }
 """

@@ -62,7 +62,8 @@ CASES = {
     "one unknown student among known": (["losses", "--student", "alice", "--student", "zoe"],
                                         ["--student zoe", "alice, bob"]),
     "nobody submitted the chapter": (["tensors"], ["nobody submitted tensors", "tensors/"]),
-    "course folder missing": (["losses", "--course", "/no/such/course"], ["--course /no/such/course", "no such folder"]),
+    "course folder missing": (["losses", "--course", "/no/such/course"],
+                              ["--course /no/such/course", "no such folder"]),
     "gradebook folder missing": (["losses", "--gradebook", "/no/such/dir/gradebook.db"], ["/no/such/dir"]),
 }
 

@@ -142,7 +142,8 @@ def test_a_syntax_error_names_the_exercise_and_its_line(tmp_path):
     ("the visible tests of l1_loss (cell 6; they give no points: the hidden checks grade l1_loss) raised "
      "AssertionError at line 9 of cell 5: no", "raised AssertionError at line 9 of your answer to l1_loss: no"),
     ("cell 40 raised NameError at line 2: x", "A code cell you added (the 40th cell from the top) raised NameError"),
-    ("ValueError: bad (cell 3, line 13)", "ValueError: bad (raised in the notebook's own code, which your code called)"),
+    ("ValueError: bad (cell 3, line 13)",
+     "ValueError: bad (raised in the notebook's own code, which your code called)"),
 ])
 def test_every_kind_of_message_names_cells_as_the_student_sees_them(message, named):
     from autograder.report import tidy

@@ -129,7 +129,7 @@ def summarize(results: list[SubmissionResult]) -> dict:
     }
 
 
-def _section(stem: str, standings, folder: Path | None = None) -> str:
+def _section(stem: str, standings, folder: Path | None = None, pairs=None) -> str:
     results = [st.result for st in standings]
     s = summarize(results)
     scores = [st.score for st in standings]
@@ -182,6 +182,7 @@ def _section(stem: str, standings, folder: Path | None = None) -> str:
     else:
         out.append('<p class="none">Every notebook was read and ran without errors.</p>')
 
+    out.append(_similar(pairs))
     out.append("<h3>Students</h3><table><tr><th>student</th><th>score</th><th>status</th><th>late</th>"
                "<th>changed by hand</th><th>feedback</th></tr>")
     for st in sorted(standings, key=lambda st: st.student_id):
@@ -195,6 +196,24 @@ def _section(stem: str, standings, folder: Path | None = None) -> str:
                    f'<td>{_e(", ".join(st.manual))}</td><td>{shown}</td></tr>')
     out.append("</table>")
     return "\n".join(out)
+
+
+def _similar(pairs) -> str:
+    """The advisory similarity section (similarity.py): pairs whose graded code is near-identical."""
+    out = ["<h3>Near-identical graded code (advisory)</h3>"]
+    if pairs is None:
+        return out[0] + ('<p class="none">Not compared: the students\' notebooks are read from the submissions '
+                         "folder (<code>grade</code> always has it; give <code>report --submissions</code>).</p>")
+    out.append('<p class="none">Pairs whose answer cells share at least 80% of their code, once the released stub '
+               "and the reference solution are set aside (copydetect: names, literals and layout do not hide a "
+               "copy). Advisory only: no score changes; look at both notebooks before drawing a conclusion.</p>")
+    if not pairs:
+        return "".join(out) + '<p class="none">No two submissions are near-identical.</p>'
+    out.append("<table><tr><th>student</th><th>student</th><th>shared code</th></tr>")
+    for p in pairs:
+        out.append(f"<tr><td>{_e(p.a)}</td><td>{_e(p.b)}</td><td class=\"num\">{100 * p.share_a:.0f}% of "
+                   f"{_e(p.a)}'s, {100 * p.share_b:.0f}% of {_e(p.b)}'s</td></tr>")
+    return "".join(out) + "</table>"
 
 
 def mean_note(standings) -> str:
@@ -211,7 +230,7 @@ def mean_note(standings) -> str:
                    f"penalties: {statistics.fmean(submitted):.2f} / {max_score:g}.")
 
 
-def render_report(standings, out: Path | None = None) -> str:
+def render_report(standings, out: Path | None = None, similar: dict | None = None) -> str:
     """The page, from settled standings (scores.settle); plain results are taken as they were graded.
     With `out` (the folder the page is written to), a student's feedback is linked only when it is there."""
     standings = [st if hasattr(st, "result") else _as_graded(st) for st in standings]
@@ -220,7 +239,8 @@ def render_report(standings, out: Path | None = None) -> str:
         by_stem[st.assignment].append(st)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{_e(s)}">{_e(s)}</a>' for s in sorted(by_stem))
-    body = "\n".join(_section(s, by_stem[s], out) for s in sorted(by_stem)) or "<p>No results.</p>"
+    body = "\n".join(_section(s, by_stem[s], out, None if similar is None else similar.get(s, []))
+                     for s in sorted(by_stem)) or "<p>No results.</p>"
     source = ("nbgrader's gradebook (manual scores and late penalties included)"
               if any(st.source == "gradebook" for st in standings)
               else "the results of <code>python -m autograder grade</code>")
@@ -237,9 +257,15 @@ def _as_graded(result: SubmissionResult):
     return Standing(result, result.score, 0.0, result.score, result.max_score, result.status)
 
 
-def write_report(out: Path, standings=None) -> Path:
-    """OUT/report.html from `standings` (default: every result under OUT/results, as graded)."""
+def write_report(out: Path, standings=None, submissions: Path | None = None) -> Path:
+    """OUT/report.html from `standings` (default: every result under OUT/results, as graded); with
+    `submissions`, the students' code is compared (similarity.py, advisory)."""
     standings = load_submissions(out) if standings is None else standings
+    similar = None
+    if submissions is not None:
+        from autograder.similarity import class_pairs
+
+        similar = class_pairs([st for st in standings if hasattr(st, "result")], submissions)
     path = Path(out) / "report.html"
-    atomic_write(path, render_report(standings, out))
+    atomic_write(path, render_report(standings, out, similar))
     return path

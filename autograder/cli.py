@@ -82,7 +82,7 @@ def _instructor_outputs(args, results) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"grades {out / 'grades.csv'}; feedback for {_plural(n, 'student')} in {out / 'feedback'}; "
-          f"class report {write_report(out, standings)}")
+          f"class report {write_report(out, standings, Path(args.submissions) if args.submissions else None)}")
     print(f"LMS: {lms['canvas']} (Canvas), {lms['moodle']} (Moodle), {lms['report']} (statuses, late penalties)")
     print(f"term summary: {term['html']}, {term['csv']} (every assignment in {out}, each student's total)")
     if lms["unmapped"]:

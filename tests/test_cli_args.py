@@ -4,7 +4,6 @@ graded, and nothing is written under --out."""
 from __future__ import annotations
 
 import json
-import sqlite3  # noqa: F401 - the gradebook case needs sqlite
 
 import pytest
 

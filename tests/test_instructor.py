@@ -164,6 +164,19 @@ def test_regrading_replaces_scores_and_duplicates_nothing(course):
         assert len(gb.students) == len(STUDENTS)
 
 
+def test_formgrader_flags_nothing_for_any_kind_of_submission(course):
+    """Broken, blank, looping, not JSON: every grade cell has its automatic score, none needs a person."""
+    from autograder.gradebook import open_gradebook
+
+    with open_gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
+        subs = gb.assignment_submissions(STEM)
+        assert sorted(s.student.id for s in subs) == sorted(STUDENTS)
+        assert not [s.student.id for s in subs if s.needs_manual_grade]
+        for s in subs:
+            grades = gb.find_submission_notebook(STEM, STEM, s.student.id).grades
+            assert all(g.auto_score is not None and not g.needs_manual_grade for g in grades), s.student.id
+
+
 def test_nbgrader_feedback_shows_the_runners_scores(course):
     fb = course["nbgrader_feedback"]
     assert sorted(fb) == sorted(STUDENTS)

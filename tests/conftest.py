@@ -19,14 +19,16 @@ for _name, _sub in (("JUPYTER_DATA_DIR", ".local/share/jupyter"), ("JUPYTER_CONF
                     ("JUPYTER_RUNTIME_DIR", ".local/share/jupyter/runtime"), ("IPYTHONDIR", ".ipython")):
     os.environ[_name] = os.path.join(SCRATCH_HOME, _sub)
 os.environ.pop("JUPYTER_PATH", None)
-# ... and a session that wrote into the real ones anyway fails (pytest_sessionfinish).
-REAL_JUPYTER = [os.path.join(REAL_HOME, sub) for sub in (".local/share/jupyter", ".jupyter", ".ipython")]
+# ... and a session that wrote into the real ones anyway fails (pytest_sessionfinish). Kernels' runtime
+# files are left out: any Jupyter process on the machine, not only a test, writes them.
+REAL_JUPYTER = [os.path.join(REAL_HOME, sub) for sub in (".local/share/jupyter", ".jupyter")]
 
 
 def _snapshot() -> dict[str, float]:
     seen = {}
     for top in REAL_JUPYTER:
-        for folder, _, files in os.walk(top):
+        for folder, subfolders, files in os.walk(top):
+            subfolders[:] = [s for s in subfolders if s != "runtime"]
             for name in [""] + files:
                 path = os.path.join(folder, name)
                 try:

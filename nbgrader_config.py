@@ -27,4 +27,17 @@ c.GenerateFeedback.preprocessors = [
     "autograder.gradebook.ClearHiddenTracebacks",
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "autograder.gradebook.OfflineMathJax",
 ]
+# nbgrader's feedback page loads MathJax from a CDN: offline, its maths shows as raw $...$. This
+# template is nbgrader's page with MathJax inlined (the book's own offline copy, from OfflineMathJax).
+# Set for generate_feedback's exporter alone (formgrader's pages keep their own templates).
+import autograder  # noqa: E402
+import nbgrader  # noqa: E402
+
+c.GenerateFeedback.HTMLExporter.extra_template_basedirs = [
+    os.path.join(os.path.dirname(autograder.__file__), "feedback_templates"),
+    os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates"),
+]
+c.GenerateFeedback.HTMLExporter.template_name = "offline_feedback"
+c.GenerateFeedback.HTMLExporter.template_file = "offline.html.j2"

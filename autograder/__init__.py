@@ -29,7 +29,10 @@ data flow and the trust boundary):
     report.py       the words of a check's result (shared by feedback, gradebook and inline)
     feedback.py     each student's feedback
     class_report.py the instructor's class report
+    similarity.py   the class report's advisory pairs of near-identical answers (copydetect)
+    term.py         the term at a glance: every student's scores and total under the term's weights
     gradebook.py    nbgrader's gradebook and autograded notebooks
+    feedback_templates/ nbgrader's feedback page with MathJax inlined (generate_feedback, offline maths)
     lms.py          Canvas's and Moodle's import files, the companion report, the student-id mapping
     publish.py      the public student repository: the built book and the released notebooks, scanned for secrets
     catalogue.py    the common-mistakes box of a chapter page, drawn from its checks' catalogue

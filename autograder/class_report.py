@@ -129,7 +129,7 @@ def summarize(results: list[SubmissionResult]) -> dict:
     }
 
 
-def _section(stem: str, standings) -> str:
+def _section(stem: str, standings, folder: Path | None = None, pairs=None) -> str:
     results = [st.result for st in standings]
     s = summarize(results)
     scores = [st.score for st in standings]
@@ -145,6 +145,7 @@ def _section(stem: str, standings) -> str:
     for label, value in stats:
         out.append(f'<div class="stat"><b>{_e(value)}</b>{_e(label)}</div>')
     out.append("</div>")
+    out.append(f'<p class="none">{_e(mean_note(standings))}</p>')
     changed = sorted({f"{c.name}: {c.adjusted}" for r in results for c in r.checks
                       if c.adjusted and not c.adjusted.startswith("score set by")})
     if changed:
@@ -181,27 +182,65 @@ def _section(stem: str, standings) -> str:
     else:
         out.append('<p class="none">Every notebook was read and ran without errors.</p>')
 
+    out.append(_similar(pairs))
     out.append("<h3>Students</h3><table><tr><th>student</th><th>score</th><th>status</th><th>late</th>"
                "<th>changed by hand</th><th>feedback</th></tr>")
     for st in sorted(standings, key=lambda st: st.student_id):
         link = f"feedback/{st.student_id}/{stem}.html"
+        # a link only to a file there is (a student of the gradebook with no result has no feedback)
+        shown = (f'<a href="{_e(link)}">{_e(link)}</a>' if folder is None or (Path(folder) / link).is_file()
+                 else '<span class="none">none (no result to give feedback on)</span>')
         late = f"{st.late_text()}" if st.late else ""
         out.append(f'<tr><td>{_e(st.student_id)}</td><td class="num">{st.score:g} / {st.max_score:g}</td>'
                    f'<td title="{_e(STATUSES.get(st.status, st.status))}">{_e(st.status)}</td><td>{_e(late)}</td>'
-                   f'<td>{_e(", ".join(st.manual))}</td><td><a href="{_e(link)}">{_e(link)}</a></td></tr>')
+                   f'<td>{_e(", ".join(st.manual))}</td><td>{shown}</td></tr>')
     out.append("</table>")
     return "\n".join(out)
 
 
-def render_report(standings) -> str:
-    """The page, from settled standings (scores.settle); plain results are taken as they were graded."""
+def _similar(pairs) -> str:
+    """The advisory similarity section (similarity.py): pairs whose graded code is near-identical."""
+    out = ["<h3>Near-identical graded code (advisory)</h3>"]
+    if pairs is None:
+        return out[0] + ('<p class="none">Not compared: the students\' notebooks are read from the submissions '
+                         "folder (<code>grade</code> always has it; give <code>report --submissions</code>).</p>")
+    out.append('<p class="none">Pairs whose answer cells share at least 80% of their code, once the released stub '
+               "and the reference solution are set aside (copydetect: names, literals and layout do not hide a "
+               "copy). Advisory only: no score changes; look at both notebooks before drawing a conclusion.</p>")
+    if not pairs:
+        return "".join(out) + '<p class="none">No two submissions are near-identical.</p>'
+    out.append("<table><tr><th>student</th><th>student</th><th>shared code</th></tr>")
+    for p in pairs:
+        out.append(f"<tr><td>{_e(p.a)}</td><td>{_e(p.b)}</td><td class=\"num\">{100 * p.share_a:.0f}% of "
+                   f"{_e(p.a)}'s, {100 * p.share_b:.0f}% of {_e(p.b)}'s</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def mean_note(standings) -> str:
+    """Why this mean is not formgrader's: this one is over every student (a missing submission counts 0),
+    after late penalties; formgrader averages the submissions alone, before late penalties."""
+    scores = [st.score for st in standings]
+    submitted = [st.raw_score for st in standings if st.status != "missing"]
+    max_score = max((st.max_score for st in standings), default=0)
+    text = (f"The mean ({statistics.fmean(scores):.2f} / {max_score:g}) is over all {len(scores)} students, a "
+            "missing submission counting 0, after late penalties. ")
+    if not submitted:
+        return text + "Nobody submitted: formgrader has no mean."
+    return text + (f"Formgrader's average score is over the {len(submitted)} submissions alone, before late "
+                   f"penalties: {statistics.fmean(submitted):.2f} / {max_score:g}.")
+
+
+def render_report(standings, out: Path | None = None, similar: dict | None = None) -> str:
+    """The page, from settled standings (scores.settle); plain results are taken as they were graded.
+    With `out` (the folder the page is written to), a student's feedback is linked only when it is there."""
     standings = [st if hasattr(st, "result") else _as_graded(st) for st in standings]
     by_stem: dict[str, list] = defaultdict(list)
     for st in standings:
         by_stem[st.assignment].append(st)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{_e(s)}">{_e(s)}</a>' for s in sorted(by_stem))
-    body = "\n".join(_section(s, by_stem[s]) for s in sorted(by_stem)) or "<p>No results.</p>"
+    body = "\n".join(_section(s, by_stem[s], out, None if similar is None else similar.get(s, []))
+                     for s in sorted(by_stem)) or "<p>No results.</p>"
     source = ("nbgrader's gradebook (manual scores and late penalties included)"
               if any(st.source == "gradebook" for st in standings)
               else "the results of <code>python -m autograder grade</code>")
@@ -218,9 +257,15 @@ def _as_graded(result: SubmissionResult):
     return Standing(result, result.score, 0.0, result.score, result.max_score, result.status)
 
 
-def write_report(out: Path, standings=None) -> Path:
-    """OUT/report.html from `standings` (default: every result under OUT/results, as graded)."""
+def write_report(out: Path, standings=None, submissions: Path | None = None) -> Path:
+    """OUT/report.html from `standings` (default: every result under OUT/results, as graded); with
+    `submissions`, the students' code is compared (similarity.py, advisory)."""
     standings = load_submissions(out) if standings is None else standings
+    similar = None
+    if submissions is not None:
+        from autograder.similarity import class_pairs
+
+        similar = class_pairs([st for st in standings if hasattr(st, "result")], submissions)
     path = Path(out) / "report.html"
-    atomic_write(path, render_report(standings))
+    atomic_write(path, render_report(standings, out, similar))
     return path

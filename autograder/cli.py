@@ -59,6 +59,7 @@ def _instructor_outputs(args, results) -> int:
     from autograder.lms import MappingError, write_lms_files
     from autograder.results import load_summaries, write_grades_csv
     from autograder.scores import settle
+    from autograder.term import write_term
 
     out = Path(args.out)
     course = Path(args.course) if args.course else None
@@ -76,12 +77,14 @@ def _instructor_outputs(args, results) -> int:
             standings = settle(load_summaries(out), config, db_url)
             write_grades_csv(out, standings)
         lms = write_lms_files(out, standings, config)
+        term = write_term(out, standings, config)
     except (CourseConfigError, MappingError, _GradebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"grades {out / 'grades.csv'}; feedback for {_plural(n, 'student')} in {out / 'feedback'}; "
-          f"class report {write_report(out, standings)}")
+          f"class report {write_report(out, standings, Path(args.submissions) if args.submissions else None)}")
     print(f"LMS: {lms['canvas']} (Canvas), {lms['moodle']} (Moodle), {lms['report']} (statuses, late penalties)")
+    print(f"term summary: {term['html']}, {term['csv']} (every assignment in {out}, each student's total)")
     if lms["unmapped"]:
         print(f"warning: the student-id mapping file has no row for {', '.join(lms['unmapped'])}: "
               "their LMS id is empty; add them and run `python -m autograder report`", file=sys.stderr)
@@ -347,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--jobs", type=_count, default=None,
                    help="submissions graded at once, 1 or more (default: number of cores)")
-    g.add_argument("--shard", type=_shard, default=None, help="i/n: grade only every n-th student from the i-th (0-based); "
+    g.add_argument("--shard", type=_shard, default=None,
+                   help="i/n: grade only every n-th student from the i-th (0-based); "
                    "shards writing to the same --out merge")
     g.add_argument("--student", action="append", default=[], metavar="ID",
                    help="grade only this student (repeatable): a regrade of one submission; the others' "

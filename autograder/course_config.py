@@ -12,6 +12,10 @@
         the student-id mapping file for the LMS exports (autograder/lms.py), relative to the course.
     c.Autograder.lms_assignments = {"losses": {"title": "Week 3: losses", "canvas_id": 4711}}
         an assignment's name in the LMS and its Canvas assignment id.
+    c.Autograder.weights = {"losses": 1, "tensors": 2}
+        each assignment's weight in the term total (term.py): the total is the weighted mean of the
+        assignments' scores as fractions of their maxima. An assignment left out weighs its maximum
+        points (so with no weights at all, the total is all points earned over all points possible).
 
 Late penalties are nbgrader's own settings, in the same file, applied by `late_penalty` exactly as
 nbgrader's `AssignLatePenalties` applies them under `nbgrader autograde`:
@@ -57,6 +61,15 @@ def parse_time(text) -> datetime.datetime | None:
         return None
 
 
+def _weights(weights) -> dict:
+    if not isinstance(weights, dict):
+        raise CourseConfigError(f"c.Autograder.weights is {weights!r}: give a dict, e.g. {{'losses': 1, 'tensors': 2}}")
+    for stem, w in weights.items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or w != w:
+            raise CourseConfigError(f"c.Autograder.weights[{stem!r}] = {w!r}: give a number, 0 or more")
+    return dict(weights)
+
+
 @dataclass
 class CourseConfig:
     root: Path
@@ -65,6 +78,7 @@ class CourseConfig:
     duedates: dict = field(default_factory=dict)  # {stem: timestamp text}
     lms_students: Path | None = None
     lms_assignments: dict = field(default_factory=dict)  # {stem: {"title": ..., "canvas_id": ...}}
+    weights: dict = field(default_factory=dict)  # {stem: weight in the term total}
 
     @classmethod
     def load(cls, course: Path) -> "CourseConfig":
@@ -74,7 +88,11 @@ class CourseConfig:
         return cls(Path(course).resolve(), config, dict(section.get("points", {}) or {}),
                    dict(section.get("duedates", {}) or {}),
                    (Path(course).resolve() / students) if students else None,
-                   dict(section.get("lms_assignments", {}) or {}))
+                   dict(section.get("lms_assignments", {}) or {}), _weights(section.get("weights", {}) or {}))
+
+    def weight(self, stem: str, max_score: float) -> float:
+        """The assignment's weight in the term total: the configured one, else its maximum points."""
+        return float(self.weights[stem]) if stem in self.weights else float(max_score)
 
     # -- checks dropped or re-weighted -----------------------------------------------------
     def adjust(self, result: SubmissionResult) -> SubmissionResult:

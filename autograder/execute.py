@@ -139,6 +139,7 @@ def run_cell(cell, namespace: dict) -> CellOutcome:
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit included: a cell may call sys.exit
         tb = traceback.extract_tb(exc.__traceback__)
-        line = next((f.lineno for f in reversed(tb) if f.filename.startswith("<cell")), None)
-        where = f" at line {line}" if line else ""
+        frame = next((f for f in reversed(tb) if f.filename.startswith("<cell")), None)
+        where = "" if frame is None else f" at line {frame.lineno}" + (  # the line of the cell it is in
+            "" if frame.filename == f"<cell {cell.number}>" else f" of {frame.filename[1:-1]}")
         return CellOutcome(cell.index, False, f"{type(exc).__name__}{where}: {str(exc)[:500]}", out.getvalue(), exc)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from autograder.problems import Problem
-from autograder.report import every_failing_case, explain, render_submission, tidy, view_check
+from autograder.report import every_failing_case, explain, render_submission, shown_problems, view_check
 from autograder.results import SubmissionResult, atomic_write, write_result
 
 CSS = """
@@ -25,7 +25,8 @@ table { border-collapse: collapse; margin: .6rem 0; } td, th { padding: .25rem .
 .PASS { color: #1a7f37; font-weight: 600; } .FAIL { color: #cf222e; font-weight: 600; }
 .PARTIAL { color: #9a6700; font-weight: 600; } .DROPPED { color: #57606a; font-weight: 600; }
 .check { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem 1rem; margin: .8rem 0; }
-.case { margin: .4rem 0 .4rem 1rem; } .why { color: #57606a; font-size: .9rem; }
+.case { margin: .4rem 0 .4rem 1rem; } details { margin: .4rem 0 .4rem 1rem; } summary { cursor: pointer; }
+.why { color: #57606a; font-size: .9rem; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9rem; }
 pre { background: #f6f8fa; padding: .4rem .6rem; border-radius: 4px; white-space: pre-wrap; margin: .2rem 0; }
 .hint { background: #ddf4ff; border-left: 4px solid #0969da; padding: .4rem .7rem; margin: .4rem 0; }
@@ -37,8 +38,19 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _check_html(check, ran: bool) -> str:
-    v = view_check(check)
+def _case_html(v, case) -> str:
+    out = [f'<div class="case">Failed on <b>{_e(case.label)}</b>']
+    if case.expected is not None:
+        out.append(f"<table><tr><th>expected {_e(case.output)}</th><td><code>{_e(case.expected)}</code></td></tr>"
+                   f"<tr><th>your code gave</th><td><code>{_e(case.got)}</code></td></tr></table>")
+    else:
+        out.append(f"<pre>{_e(v.message(case))}</pre>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def _check_html(check, ran: bool, cells: dict | None = None) -> str:
+    v = view_check(check, cells)
     r = v.result
     out = [f'<div class="check" id="{_e(r.name)}"><h2><span class="{v.mark}">{v.mark}</span> <code>{_e(r.name)}</code>: '
            f'{r.points:g}/{r.max_points:g} {"point" if r.max_points == 1 else "points"}</h2>',
@@ -53,16 +65,11 @@ def _check_html(check, ran: bool) -> str:
     if v.error:
         lead = every_failing_case(v.error).removesuffix(v.error).rstrip()
         out.append(f'<div class="problem">{_e(lead)} <pre>{_e(v.error)}</pre></div>')
-    for case in v.failures:
-        out.append(f'<div class="case">Failed on <b>{_e(case.label)}</b>')
-        if case.expected is not None:
-            out.append(f"<table><tr><th>expected {_e(case.output)}</th><td><code>{_e(case.expected)}</code></td></tr>"
-                       f"<tr><th>your code gave</th><td><code>{_e(case.got)}</code></td></tr></table>")
-        else:
-            out.append(f"<pre>{_e(tidy(case.message))}</pre>")
-        out.append("</div>")
-    if v.more:
-        out.append(f'<div class="why">... and {v.more} more failing cases</div>')
+    out.extend(_case_html(v, case) for case in v.shown)
+    if v.folded:  # every failing case is listed; past the first few, folded
+        n = len(v.folded)
+        out.append(f"<details><summary>{n} more failing case{'s' if n != 1 else ''}</summary>"
+                   + "".join(_case_html(v, case) for case in v.folded) + "</details>")
     if v.advice:
         out.append(f'<div class="hint"><b>What this means:</b> {_e(v.advice)}</div>')
     for _, hint, n in v.mistakes:
@@ -84,9 +91,9 @@ def render_html(result: SubmissionResult, standing=None) -> str:
         f'<td class="{view_check(c).mark}">{view_check(c).mark}</td><td>{c.points:g}/{c.max_points:g}</td></tr>'
         for c in result.checks)
     problems = "".join(
-        f'<div class="problem"><pre>{_e(tidy(p))}</pre>'
+        f'<div class="problem"><pre>{_e(p)}</pre>'
         + (f"<b>What this means:</b> {_e(explain(p))}" if explain(p) else "") + "</div>"
-        for p in result.problems)
+        for p in shown_problems(result))
     late = (f'<div class="problem"><b>Late:</b> {_e(standing.late_text())}; {standing.raw_score:g} points '
             "before the penalty</div>" if standing is not None and standing.late else "")
     body = [
@@ -97,7 +104,7 @@ def render_html(result: SubmissionResult, standing=None) -> str:
         f"<h2>Problems while running your notebook</h2>{problems}" if problems else "",
         "" if ran else "<p>Nothing in the notebook could be run, so every check scores 0.</p>",
         f"<table><tr><th>check</th><th>result</th><th>points</th></tr>{rows}</table>",
-        *(_check_html(c, ran) for c in result.checks if view_check(c).mark != "PASS"),
+        *(_check_html(c, ran, result.cells) for c in result.checks if view_check(c).mark != "PASS"),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(result.assignment)}: feedback for {_e(result.student_id)}</title>"

@@ -89,6 +89,31 @@ class ClearHiddenTracebacks(Preprocessor):
         return cell, resources
 
 
+class OfflineMathJax(Preprocessor):
+    """nbconvert preprocessor for `nbgrader generate_feedback`: MathJax itself (the copy the book's
+    sphinx-mathjax-offline ships), for the feedback template `feedback_templates/offline_feedback`
+    to inline in place of nbgrader's CDN script, so that the maths renders with no network."""
+
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        resources["offline_mathjax"] = offline_mathjax()
+        return nb, resources
+
+
+def offline_mathjax() -> str:
+    """MathJax 3 (TeX in, SVG out: no font files to fetch) as inline scripts, configured for Jupyter's
+    delimiters ($...$, $$...$$, \\(...\\), \\[...\\])."""
+    from importlib.metadata import distribution
+
+    js = Path(distribution("sphinx-mathjax-offline").locate_file("sphinx-mathjax-offline/static/mathjax/tex-svg.js"))
+    config = ("window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
+              "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true, processEnvironments: true}, "
+              "svg: {fontCache: 'global'}};")
+    code = js.read_text(encoding="utf-8").replace("</script", "<\\/script")
+    return f"<!-- MathJax, inlined: no network needed -->\n<script>{config}</script>\n<script>{code}</script>\n"
+
+
 EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
@@ -236,7 +261,8 @@ def autograded_notebook(result: SubmissionResult, submitted: Path | None, rel):
         check = by_id.get(_nbgrader_meta(cell).get("grade_id"))
         if check is not None and cell.cell_type == "code":
             cell.outputs = [
-                nbformat.v4.new_output("stream", name="stdout", text=render_check(check, ran=ran) + "\n"),
+                nbformat.v4.new_output("stream", name="stdout",
+                                       text=render_check(check, ran=ran, cells=result.cells) + "\n"),
                 nbformat.v4.new_output("execute_result", data={"text/plain": f"{check.points:g}"}, execution_count=1),
             ]
     summary = render_header(result).replace("```", "'''")

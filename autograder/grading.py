@@ -37,6 +37,7 @@ from autograder.notebook import (NotebookError, ReadLimits, parse_cells, read_ce
 from autograder.probes import run_probe
 from autograder.problems import Problem
 from autograder.reference import check_points, reference_namespace, visible_tests
+from autograder.report import cell_roles
 from autograder.progress import Progress
 from autograder.results import (CheckResult, StoredResults, SubmissionResult, conclude, score_of, write_grades_csv,
                                write_result)
@@ -371,6 +372,7 @@ def grade_submission(grader: Grader, student_id: str, folder: Path, *, sandboxed
         return result
     result.problems.extend(Problem("notebook", p) for p in structure_problems(cells, grader.source_cells))
     cells, restored = restore_locked(cells, grader.source_cells)  # sanitize
+    result.cells = cell_roles(cells)  # what each cell is, for feedback that names it as the student sees it
     result.problems.extend(Problem("notebook", p) for p in restored)
     result.problems.extend(scan_source(cells, grader.checks))
     check_ids = {c.grade_id for c in grader.checks.values()}

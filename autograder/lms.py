@@ -13,6 +13,9 @@ OUT/moodle_grades.csv   Moodle: Grades > Import > CSV file. Identifier columns (
                         (or Email address)" and map each column to its grade item. Moodle's CSV
                         import takes no maximum: a grade item's maximum is set in Moodle, and
                         lms_report.csv lists it.
+Both end with a column "Term total (%)": each student's total over the term (term.py: the weighted
+mean of the scores over their maxima, c.Autograder.weights). On import, map it to a grade item of
+its own, or skip it where the LMS computes its own total.
 OUT/lms_report.csv      the companion report: per student and assignment, the LMS identifier
                         used, the status, the raw score, the late penalty, the score and the
                         maximum, when it was submitted and how late, and which checks the
@@ -83,33 +86,46 @@ def _by_student(standings) -> tuple[list[str], dict[str, dict[str, object]]]:
     return stems, table
 
 
+TOTAL = "Term total (%)"  # the last column of both files: term.py's weighted total of each student
+
+
+def _totals(standings, config) -> dict[str, str]:
+    from autograder.term import term_table
+
+    return {r["student_id"]: _num(r["total_percent"]) for r in term_table(standings, config)[2]}
+
+
 def canvas_csv(standings, config, mapping: dict[str, dict[str, str]]) -> str:
     stems, table = _by_student(standings)
+    totals = _totals(standings, config)
     maxima = {stem: max(s.max_score for s in standings if s.assignment == stem) for stem in stems}
 
     def title(stem: str) -> str:
         cid = config.canvas_id(stem)
         return f"{config.lms_title(stem)} ({cid})" if cid else config.lms_title(stem)
 
-    rows = [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", *(title(s) for s in stems)],
-            ["    Points Possible", "", "", "", "", *(_num(maxima[s]) for s in stems)]]
+    rows = [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", *(title(s) for s in stems), TOTAL],
+            ["    Points Possible", "", "", "", "", *(_num(maxima[s]) for s in stems), "100"]]
     for student in sorted(table):
         m = mapping.get(student, {})
         rows.append([m.get("name") or student, m.get("canvas_id", ""), m.get("sis_user_id", ""),
                      m.get("sis_login_id") or (student if not mapping else ""), m.get("section", ""),
-                     *(_num(table[student][s].score) if s in table[student] else "" for s in stems)])
+                     *(_num(table[student][s].score) if s in table[student] else "" for s in stems),
+                     totals[student]])
     return _table(rows)
 
 
 def moodle_csv(standings, config, mapping: dict[str, dict[str, str]]) -> str:
     stems, table = _by_student(standings)
+    totals = _totals(standings, config)
     emails = any(m.get("email") for m in mapping.values())
-    rows = [["ID number", *(["Email address"] if emails else []), *(config.lms_title(s) for s in stems)]]
+    rows = [["ID number", *(["Email address"] if emails else []), *(config.lms_title(s) for s in stems), TOTAL]]
     for student in sorted(table):
         m = mapping.get(student, {})
         rows.append([m.get("idnumber") or (student if not mapping else ""),
                      *([m.get("email", "")] if emails else []),
-                     *(_num(table[student][s].score) if s in table[student] else "" for s in stems)])
+                     *(_num(table[student][s].score) if s in table[student] else "" for s in stems),
+                     totals[student]])
     return _table(rows)
 
 

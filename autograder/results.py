@@ -74,6 +74,7 @@ class SubmissionResult:
     max_score: float = 0.0
     timestamp: str | None = None  # the submission's timestamp.txt (nbgrader collect writes it), as written
     fingerprint: str | None = None  # what was graded and by what (grading.fingerprint): `grade --resume` skips a match
+    cells: dict[str, list] = field(default_factory=dict)  # {cell number: [grade_id, role]} (report.cell_roles)
 
     @property
     def ran(self) -> bool:
@@ -96,7 +97,7 @@ class SubmissionResult:
         return cls(d["student_id"], d["assignment"], d.get("notebook"), checks,
                    [Problem.from_json(p) for p in d.get("problems", [])],
                    d.get("status", "graded"), float(d.get("max_score", 0.0)), d.get("timestamp"),
-                   d.get("fingerprint"))
+                   d.get("fingerprint"), dict(d.get("cells") or {}))
 
     def summary(self) -> "SubmissionResult":
         """This result in the little memory a class-wide view needs (scores, grades.csv, the LMS

@@ -20,6 +20,33 @@ for _name, _sub in (("JUPYTER_DATA_DIR", ".local/share/jupyter"), ("JUPYTER_CONF
                     ("JUPYTER_RUNTIME_DIR", ".local/share/jupyter/runtime"), ("IPYTHONDIR", ".ipython")):
     os.environ[_name] = os.path.join(SCRATCH_HOME, _sub)
 os.environ.pop("JUPYTER_PATH", None)
+# ... and a session that wrote into the real ones anyway fails (pytest_sessionfinish). Kernels' runtime
+# files are left out: any Jupyter process on the machine, not only a test, writes them.
+REAL_JUPYTER = [os.path.join(REAL_HOME, sub) for sub in (".local/share/jupyter", ".jupyter")]
+
+
+def _snapshot() -> dict[str, float]:
+    seen = {}
+    for top in REAL_JUPYTER:
+        for folder, subfolders, files in os.walk(top):
+            subfolders[:] = [s for s in subfolders if s != "runtime"]
+            for name in [""] + files:
+                path = os.path.join(folder, name)
+                try:
+                    seen[path] = os.lstat(path).st_mtime
+                except OSError:
+                    pass
+    return seen
+
+
+_REAL_BEFORE = _snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = sorted(set(_snapshot().items()) ^ set(_REAL_BEFORE.items()))
+    if changed:
+        print(f"\nerror: the tests wrote into the real home: {sorted({p for p, _ in changed})[:10]}")
+        session.exitstatus = 1
 
 from autograder.course import stems  # noqa: E402
 

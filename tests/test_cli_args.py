@@ -4,7 +4,6 @@ graded, and nothing is written under --out."""
 from __future__ import annotations
 
 import json
-import sqlite3  # noqa: F401 - the gradebook case needs sqlite
 
 import pytest
 
@@ -62,7 +61,8 @@ CASES = {
     "one unknown student among known": (["losses", "--student", "alice", "--student", "zoe"],
                                         ["--student zoe", "alice, bob"]),
     "nobody submitted the chapter": (["tensors"], ["nobody submitted tensors", "tensors/"]),
-    "course folder missing": (["losses", "--course", "/no/such/course"], ["--course /no/such/course", "no such folder"]),
+    "course folder missing": (["losses", "--course", "/no/such/course"],
+                              ["--course /no/such/course", "no such folder"]),
     "gradebook folder missing": (["losses", "--gradebook", "/no/such/dir/gradebook.db"], ["/no/such/dir"]),
 }
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import re
 import shutil
 
 import pytest
 
 from autograder.cli import main
+from autograder.course import course_root
 from tests.nbgrader_course import nbgrader
 from tests.test_instructor import WRONG_L1, _set_source, _student, _write, course_copy
 from tests.conftest import full_points
@@ -101,11 +102,15 @@ def test_feedback_is_generated_and_released_for_exchange_and_lms_submissions(gra
     for student in ("perfect", "wrong", "lms"):
         fb = graded / "feedback" / student / STEM
         assert (fb / f"{STEM}.html").is_file() and (fb / "timestamp.txt").is_file()
+    # the maths renders offline: MathJax is in the page, no script comes from the network
+    page = (graded / "feedback" / "perfect" / STEM / f"{STEM}.html").read_text()
+    assert "MathJax, inlined" in page and "inlineMath: [['$', '$']" in page and "$\\ell_i" in page
+    assert not re.findall(r'<script[^>]*\ssrc=', page) and "cdnjs" not in page
     # the exchange's own secret is kept: the student's cached submission fetches their feedback with it
     assert (graded / "autograded" / "perfect" / STEM / "submission_secret.txt").read_text() == "perfect" * 20
 
 
-def test_a_second_assignment_adds_only_who_submitted_it(graded, tmp_path):
+def test_a_second_assignment_adds_only_who_submitted_it(graded, monkeypatch):
     """tensors, submitted by perfect alone: the others of the gradebook have no tensors submission."""
     from nbgrader.api import MissingEntry
 
@@ -113,27 +118,17 @@ def test_a_second_assignment_adds_only_who_submitted_it(graded, tmp_path):
 
     root = graded
     for sub in ("solutions", "exercises"):
-        shutil.copytree(_course() / sub / "tensors", root / sub / "tensors")
+        shutil.copytree(course_root() / sub / "tensors", root / sub / "tensors")
     (root / "submitted" / "perfect" / "tensors").mkdir()
     (root / "submitted" / "perfect" / "tensors" / "tensors.ipynb").write_text(json.dumps(answered("tensors")))
-    old = os.environ.get("AUTOGRADER_COURSE_ROOT")
-    os.environ["AUTOGRADER_COURSE_ROOT"] = str(root)
-    try:
-        _grade(root, "tensors")
-    finally:
-        os.environ.pop("AUTOGRADER_COURSE_ROOT") if old is None else os.environ.update(AUTOGRADER_COURSE_ROOT=old)
+    monkeypatch.setenv("AUTOGRADER_COURSE_ROOT", str(root))
+    _grade(root, "tensors")
     with _gradebook(root) as gb:
         assert [s.student.id for s in gb.assignment_submissions("tensors")] == ["perfect"]
         for student in ("wrong", "lms", "absent"):
             with pytest.raises(MissingEntry):
                 gb.find_submission("tensors", student)
         assert sorted(a.name for a in gb.assignments) == ["losses", "tensors"]
-
-
-def _course():
-    from autograder.course import course_root
-
-    return course_root()
 
 
 def test_a_submission_no_longer_there_is_removed_from_the_gradebook(graded):
@@ -154,7 +149,7 @@ def test_a_submission_no_longer_there_is_removed_from_the_gradebook(graded):
         _grade(graded, STEM, extra=("--student", "lms"))
 
 
-def test_release_adds_nothing_to_the_gradebook(tmp_path):
+def test_release_adds_nothing_to_the_gradebook(tmp_path, monkeypatch):
     """`make release` regenerates exercises/ for the book; an assignment enters the gradebook when it is
     added, released through the exchange or graded."""
     from autograder.release import release
@@ -162,12 +157,8 @@ def test_release_adds_nothing_to_the_gradebook(tmp_path):
     root = course_copy(tmp_path)
     with _gradebook(root):
         pass  # an empty gradebook
-    old = os.environ.get("AUTOGRADER_COURSE_ROOT")
-    os.environ["AUTOGRADER_COURSE_ROOT"] = str(root)
-    try:
-        assert release([STEM]) == [STEM]
-    finally:
-        os.environ.pop("AUTOGRADER_COURSE_ROOT") if old is None else os.environ.update(AUTOGRADER_COURSE_ROOT=old)
+    monkeypatch.setenv("AUTOGRADER_COURSE_ROOT", str(root))
+    assert release([STEM]) == [STEM]
     with _gradebook(root) as gb:
         assert gb.assignments == []
 

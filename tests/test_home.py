@@ -43,3 +43,19 @@ def test_a_submission_through_the_exchange_leaves_the_real_home_alone(tmp_path):
     assert _tree(real) == before, "nbgrader wrote into the real ~/.local/share/jupyter"
     cache = Path(SCRATCH_HOME) / ".local" / "share" / "jupyter" / "nbgrader_cache" / "scratch-course"
     assert any(cache.iterdir()), "the submission was not cached in the scratch home (where did it go?)"
+
+
+def test_the_session_guard_sees_a_write(tmp_path, monkeypatch):
+    """conftest's pytest_sessionfinish fails the run when a real Jupyter folder changed: its snapshot sees
+    a new file and a changed one."""
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "REAL_JUPYTER", [str(tmp_path)])
+    (tmp_path / "kept").write_text("1")
+    before = conftest._snapshot()
+    assert conftest._snapshot() == before
+    (tmp_path / "nbgrader_cache").mkdir()
+    assert conftest._snapshot() != before
+    after = conftest._snapshot()
+    os.utime(tmp_path / "kept", (1, 1))
+    assert conftest._snapshot() != after

@@ -166,6 +166,19 @@ def test_regrading_replaces_scores_and_duplicates_nothing(course):
         assert len(gb.students) == len(STUDENTS)
 
 
+def test_formgrader_flags_nothing_for_any_kind_of_submission(course):
+    """Broken, blank, looping, not JSON: every grade cell has its automatic score, none needs a person."""
+    from autograder.gradebook import open_gradebook
+
+    with open_gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
+        subs = gb.assignment_submissions(STEM)
+        assert sorted(s.student.id for s in subs) == sorted(STUDENTS)
+        assert not [s.student.id for s in subs if s.needs_manual_grade]
+        for s in subs:
+            grades = gb.find_submission_notebook(STEM, STEM, s.student.id).grades
+            assert all(g.auto_score is not None and not g.needs_manual_grade for g in grades), s.student.id
+
+
 def test_nbgrader_feedback_shows_the_runners_scores(course):
     fb = course["nbgrader_feedback"]
     assert sorted(fb) == sorted(STUDENTS)
@@ -256,7 +269,8 @@ def test_report_command_rebuilds_the_outputs_from_results(course, tmp_path):
     assert main(["report", "--out", str(out)]) == 0
     assert (out / "grades.csv").read_text() == (course["out"] / "grades.csv").read_text()
     canvas = (out / "canvas_grades.csv").read_text().splitlines()
-    assert canvas[0] == f"Student,ID,SIS User ID,SIS Login ID,Section,{STEM}" and len(canvas) == 2 + len(STUDENTS)
+    assert canvas[0] == f"Student,ID,SIS User ID,SIS Login ID,Section,{STEM},Term total (%)"
+    assert len(canvas) == 2 + len(STUDENTS)
     assert sorted(p.parent.name for p in (out / "feedback").glob(f"*/{STEM}.html")) == sorted(STUDENTS)
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
@@ -310,5 +324,10 @@ def test_feedback_wording_has_no_double_space_or_raised_time_out(course):
         assert "(cell  " not in text and ":  (" not in text and "raised your code" not in text, student
         assert not re.search(r"at line \d+: \w+Error.*\(cell \d+, line \d+\)", text), student
     text = (course["out"] / "feedback" / "untouched" / f"{STEM}.txt").read_text()
-    assert re.search(r"the visible tests of l1_loss \(cell \d+; they give no points: the hidden checks grade "
-                     r"l1_loss\) raised NotImplementedError", text)
+    # said once, by the check, at the line of the student's own cell (no cell numbers: Jupyter shows none)
+    assert text.count("NotImplementedError (line 9 of your answer to l1_loss)") == 1
+    assert "the visible tests of l1_loss" not in text
+    for student in STUDENTS:
+        for ext in ("txt", "html"):
+            shown = _text(course["out"] / "feedback" / student / f"{STEM}.{ext}")
+            assert not re.search(r"\bcells? \d", shown), (student, ext, re.findall(r".{60}\bcells? \d.{40}", shown))

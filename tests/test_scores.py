@@ -145,12 +145,13 @@ def test_lms_files_canvas_moodle_and_report(tmp_path):
                _result("cid", "tensors", checks=[CheckResult("relu", "check_relu", 1.0, 1.0, 1, 1)])]
     files = write_lms_files(tmp_path, settle(results, config), config)
     canvas = files["canvas"].read_text().splitlines()
-    assert canvas == ["Student,ID,SIS User ID,SIS Login ID,Section,Week 1 (77),tensors",
-                      "    Points Possible,,,,,4,1",
-                      "Ann Lee,,S1,alee,A,3,1", "Bob Ray,,S2,bray,B,0.5,", "cid,,,,,,1"]
-    assert files["moodle"].read_text().splitlines() == ["ID number,Email address,Week 1,tensors",
-                                                        "1001,ann@u.example,3,1", "1002,bob@u.example,0.5,",
-                                                        ",,,1"]
+    # the term total: all points over all possible (no weights), a missing assignment 0
+    assert canvas == ["Student,ID,SIS User ID,SIS Login ID,Section,Week 1 (77),tensors,Term total (%)",
+                      "    Points Possible,,,,,4,1,100",
+                      "Ann Lee,,S1,alee,A,3,1,80", "Bob Ray,,S2,bray,B,0.5,,10", "cid,,,,,,1,20"]
+    assert files["moodle"].read_text().splitlines() == ["ID number,Email address,Week 1,tensors,Term total (%)",
+                                                        "1001,ann@u.example,3,1,80", "1002,bob@u.example,0.5,,10",
+                                                        ",,,1,20"]
     assert files["unmapped"] == ["cid"]
     with files["report"].open() as f:
         rows = list(csv.DictReader(f))
@@ -171,7 +172,7 @@ def test_report_applies_new_points_without_regrading(tmp_path):
     _course(tmp_path, "c.Autograder.points = {'losses': {'mean': 0}}\n")
     assert main(["report", "--out", str(out), "--course", str(course)]) == 0
     assert "ann,losses,2,2,graded" in (out / "grades.csv").read_text()
-    assert "Week" not in (out / "canvas_grades.csv").read_text() and ",2\n" in (out / "canvas_grades.csv").read_text()
+    assert "Week" not in (out / "canvas_grades.csv").read_text() and ",2,100\n" in (out / "canvas_grades.csv").read_text()
     assert load_submissions(out)[0].checks[1].max_points == 2  # the results on disk keep their points
     assert "DROPPED" in (out / "feedback" / "ann" / "losses.txt").read_text()
 

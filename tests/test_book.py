@@ -294,3 +294,13 @@ def test_a_cached_chapter_older_than_its_catalogue_runs_again(tmp_path):
     cache = SimpleNamespace(list_cache_records=lambda: records, remove_cache=removed.append)
     build_book.drop_stale_catalogues(cache, [str(with_box), str(without)], [str(with_box), str(without)])
     assert removed == [1]
+
+
+@pytest.mark.parametrize("stem", stems())
+def test_chapter_has_one_objectives_heading_and_links_its_exercise(stem):
+    """One "After this chapter you can" and no second "Learning objectives" title above it; the
+    chapter names its exercise notebook with a link (the capstone page once had neither right)."""
+    text = (BOOK / f"{stem}.md").read_text()
+    assert text.count("**After this chapter you can**") == 1, stem
+    assert "Learning objectives" not in text, f"book/{stem}.md: a second objectives heading"
+    assert f"{{doc}}`../exercises/{stem}/{stem}`" in text, f"book/{stem}.md does not link its exercise"

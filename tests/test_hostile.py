@@ -21,7 +21,7 @@ from autograder.checks import FAKE_CUDA_LABEL
 from autograder.course import course_root, release_notebook, source_notebook
 from autograder.grading import grade_class
 from autograder.sandbox import UID_SLOTS, Limits
-from tests.test_runner import STEM, _append_to, _notebook_with, _solution_cell, _write
+from tests.test_runner import MAX_SCORE, STEM, _append_to, _notebook_with, _solution_cell, _write
 
 LIMITS = Limits(cell_timeout=3, check_timeout=20, memory_bytes=1 << 30, max_processes=32)
 TOKEN = f"hostile-{os.getpid()}-{int(time.time())}"  # names of files a submission tries to write
@@ -286,7 +286,7 @@ def test_the_corpus_is_large_enough():
 def test_honest_submissions_get_full_marks(corpus):
     results = corpus[0]
     for student in ("honest", "honest_2"):
-        assert results[student].score == results[student].max_score == 16, results[student].problems
+        assert results[student].score == results[student].max_score == MAX_SCORE, results[student].problems
         assert results[student].problems == []
 
 
@@ -301,7 +301,7 @@ def test_twins_lose_exactly_their_wrong_function(corpus):
     assert 0 < abs_mse.passed < abs_mse.total
     assert abs_mse.points == score_of(abs_mse.passed, abs_mse.total, abs_mse.max_points)
     assert all(v.label.startswith(("on the meta device", "on a CUDA device")) for v in abs_mse.cases if v.passed)
-    assert results["twin_abs_mse"].score == pytest.approx(15 + abs_mse.points)
+    assert results["twin_abs_mse"].score == pytest.approx(MAX_SCORE - abs_mse.max_points + abs_mse.points)
     said = " ".join(str(p) for p in results["twin_abs_mse"].problems)
     assert "raised AssertionError" in said, said  # the visible tests' cell, reported, costing nothing
 
@@ -379,8 +379,8 @@ def test_nothing_is_written_outside_the_scratch_directory(corpus):
             assert not t.exists(), f"a submission wrote {t}"
     assert honest_unchanged
     honest = json.loads((out / "results" / STEM / "honest.json").read_text())
-    assert honest["score"] == 16
-    assert results["writes_outside_scratch"].score == 16
+    assert honest["score"] == MAX_SCORE
+    assert results["writes_outside_scratch"].score == MAX_SCORE
 
 
 def test_the_grader_survives_and_the_network_is_closed(corpus):
@@ -393,12 +393,12 @@ def test_the_grader_survives_and_the_network_is_closed(corpus):
 
 def test_floods_are_cut(corpus):
     results, out, _, _ = corpus
-    assert results["flood"].score == 16
+    assert results["flood"].score == MAX_SCORE
     assert (out / "results" / STEM / "flood.json").stat().st_size < 200_000
 
 
 def test_ipython_hooks_do_not_erase_later_cells(corpus):
-    assert corpus[0]["ipython_hooks"].score == 16
+    assert corpus[0]["ipython_hooks"].score == MAX_SCORE
 
 
 # -- borrowed answers and inherited secrets (a second class) ------------------------------------------

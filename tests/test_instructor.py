@@ -14,10 +14,13 @@ import pytest
 from autograder.cli import main
 from autograder.course import course_root, release_notebook, source_notebook
 from autograder.notebook import find_cell, without_solution_markers
+from autograder.reference import check_points
 from tests.nbgrader_course import nbgrader
 from tests.test_course import _solution_lines
 
 STEM = "losses"
+MAX_SCORE = sum(check_points(STEM).values())  # full marks, from the source notebook
+CHECKS = len(check_points(STEM))
 
 
 def _cell(nb: dict, grade_id: str) -> dict:
@@ -143,9 +146,9 @@ def test_nbgrader_export_lists_every_students_runner_score(course):
     export, grades = course["first"]["export"], course["first"]["grades"]
     assert sorted(export) == sorted(grades) == sorted(STUDENTS)
     assert {s: float(row["score"]) for s, row in export.items()} == grades
-    assert all(float(row["max_score"]) == 16 for row in export.values())
-    assert grades["perfect"] == 16 and grades["untouched"] == grades["broken_json"] == 0
-    assert 0 < grades["wrong"] < 16 and 0 < grades["syntax_error"] < 16
+    assert all(float(row["max_score"]) == MAX_SCORE for row in export.values())
+    assert grades["perfect"] == MAX_SCORE and grades["untouched"] == grades["broken_json"] == 0
+    assert 0 < grades["wrong"] < MAX_SCORE and 0 < grades["syntax_error"] < MAX_SCORE
 
 
 def test_regrading_replaces_scores_and_duplicates_nothing(course):
@@ -155,12 +158,12 @@ def test_regrading_replaces_scores_and_duplicates_nothing(course):
 
     first, second = course["first"], course["second"]
     # l1_loss fixed (a point more); mse_loss, which ignores `reduction`, still earns only its 'mean' cases
-    assert first["grades"]["wrong"] + 1 <= second["grades"]["wrong"] < 16
+    assert first["grades"]["wrong"] + 1 <= second["grades"]["wrong"] < MAX_SCORE
     assert {s: float(row["score"]) for s, row in second["export"].items()} == second["grades"]
     with open_gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
         assert gb.db.query(SubmittedAssignment).count() == len(STUDENTS)
-        # one per student and grade cell: 8 checks, and the 8 exercises' visible tests (0 points each)
-        assert gb.db.query(Grade).count() == len(STUDENTS) * 16
+        # one per student and grade cell: each check, and each exercise's visible tests (0 points)
+        assert gb.db.query(Grade).count() == len(STUDENTS) * 2 * CHECKS
         assert len(gb.students) == len(STUDENTS)
 
 
@@ -168,7 +171,7 @@ def test_nbgrader_feedback_shows_the_runners_scores(course):
     fb = course["nbgrader_feedback"]
     assert sorted(fb) == sorted(STUDENTS)
     for student, score in course["first"]["grades"].items():
-        shown = re.search(rf"{STEM} \(Score: ([\d.]+) / 16\.0\)", fb[student])
+        shown = re.search(rf"{STEM} \(Score: ([\d.]+) / {MAX_SCORE:.1f}\)", fb[student])
         assert shown and float(shown.group(1)) == score, (student, score, shown)
     assert "L1 loss is the absolute error" in fb["wrong"]  # the runner's report is the check cell's output
 
@@ -205,7 +208,7 @@ def test_feedback_names_each_mistake_and_error(course):
     assert "[PASS] l1_loss: 1/1 point (" in fb["perfect"] and "FAIL" not in fb["perfect"]
     # the first grading's feedback for `wrong` was replaced by the regrade's
     wrong = course["second"]["grades"]["wrong"]
-    assert f"Score: {wrong:g}/16 points" in fb["wrong"] and "[PASS] l1_loss" in fb["wrong"]
+    assert f"Score: {wrong:g}/{MAX_SCORE:g} points" in fb["wrong"] and "[PASS] l1_loss" in fb["wrong"]
     assert "reduction='none' returns the loss of every element" in fb["wrong"]  # the hint of mse_loss's mistake
     assert "not valid notebook JSON" in fb["broken_json"] and "Download it again" in fb["broken_json"]
     assert "SyntaxError" in fb["syntax_error"] and "Python could not read the cell" in fb["syntax_error"]

@@ -13,10 +13,13 @@ import pytest
 from autograder.course import source_notebook
 from autograder.notebook import find_cell
 from autograder.grading import grade_class
+from autograder.reference import check_points
 from autograder.sandbox import Limits
 from tests.conftest import ALL_STEMS
 
 STEM = "losses"
+# The chapter's full marks, from its source notebook: a new exercise changes it, no test hard-codes it.
+MAX_SCORE = sum(check_points(STEM).values())
 
 
 def _notebook_with(edit) -> dict:
@@ -80,7 +83,7 @@ def _points(result) -> dict[str, float]:
 
 def test_honest_submission_gets_full_marks(graded):
     results, _ = graded
-    assert results["honest"].score == results["honest"].max_score == 16
+    assert results["honest"].score == results["honest"].max_score == MAX_SCORE
 
 
 def test_broken_json_is_reported_and_scores_zero(graded):
@@ -91,7 +94,7 @@ def test_broken_json_is_reported_and_scores_zero(graded):
 
 def test_renamed_notebook_is_graded_and_reported(graded):
     r = graded[0]["renamed"]
-    assert r.score == 16 and any("losses-Copy1.ipynb" in p for p in r.problems)
+    assert r.score == MAX_SCORE and any("losses-Copy1.ipynb" in p for p in r.problems)
 
 
 def test_empty_folder_is_reported_as_missing(graded):
@@ -100,7 +103,7 @@ def test_empty_folder_is_reported_as_missing(graded):
 
 
 def test_magics_are_accepted(graded):
-    assert graded[0]["magics"].score == 16
+    assert graded[0]["magics"].score == MAX_SCORE
 
 
 def test_deleted_solution_cell_costs_that_check_and_its_dependents(graded):
@@ -120,7 +123,7 @@ def test_duplicated_solution_cell_runs_in_order_and_is_reported(graded):
 
 def test_changed_metadata_does_not_change_the_grading(graded):
     r = graded[0]["changed_metadata"]
-    assert r.score == 16
+    assert r.score == MAX_SCORE
     assert any("l1_loss" in p and "metadata changed" in p for p in r.problems), r.problems
 
 
@@ -129,7 +132,7 @@ def test_grades_csv_has_a_row_per_student_with_status(graded):
     rows = (out / "grades.csv").read_text().splitlines()
     assert rows[0] == "student_id,assignment,score,max_score,status"
     assert len(rows) == 1 + len(results)
-    assert f"broken_json,{STEM},0,16,unreadable" in rows
+    assert f"broken_json,{STEM},0,{MAX_SCORE:g},unreadable" in rows
 
 
 def test_shards_merge_into_one_grades_csv(tmp_path):

@@ -270,3 +270,37 @@ def test_the_reader_view_sees_what_is_shown_only():
             '<section id="common-mistakes"><ul><li>one<br></li><li>two</li></ul>'
             '<div class="admonition dropdown"><ul><li>folded</li></ul></div></section><ul><li>out</li></ul>')
     assert reader_view(page) == (["x = 1", 'glue("a", x)'], 2)
+
+
+def test_a_cached_chapter_older_than_its_catalogue_runs_again(tmp_path):
+    """The execution cache keys on code cells: a hint changed in the grader leaves them as they were,
+    so `make book` drops the cached runs of a chapter that are older than the catalogue it shows."""
+    import importlib.util
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("build_book", BOOK / "_ext" / "build_book.py")
+    build_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_book)
+    with_box, without = tmp_path / "losses.md", tmp_path / "plain.md"
+    with_box.write_text('```{code-cell} ipython3\nbox = common_mistakes("losses")\n```\n')
+    without.write_text("```{code-cell} ipython3\nx = 1\n```\n")
+    changed = datetime.fromtimestamp((course_root() / "autograder" / "chapters" / "losses.py").stat().st_mtime,
+                                     timezone.utc)
+    records = [SimpleNamespace(pk=1, uri=str(with_box), created=changed - timedelta(hours=1)),
+               SimpleNamespace(pk=2, uri=str(with_box), created=changed + timedelta(hours=1)),
+               SimpleNamespace(pk=3, uri=str(without), created=changed - timedelta(hours=1))]
+    removed = []
+    cache = SimpleNamespace(list_cache_records=lambda: records, remove_cache=removed.append)
+    build_book.drop_stale_catalogues(cache, [str(with_box), str(without)], [str(with_box), str(without)])
+    assert removed == [1]
+
+
+@pytest.mark.parametrize("stem", stems())
+def test_chapter_has_one_objectives_heading_and_links_its_exercise(stem):
+    """One "After this chapter you can" and no second "Learning objectives" title above it; the
+    chapter names its exercise notebook with a link (the capstone page once had neither right)."""
+    text = (BOOK / f"{stem}.md").read_text()
+    assert text.count("**After this chapter you can**") == 1, stem
+    assert "Learning objectives" not in text, f"book/{stem}.md: a second objectives heading"
+    assert f"{{doc}}`../exercises/{stem}/{stem}`" in text, f"book/{stem}.md does not link its exercise"

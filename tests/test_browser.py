@@ -238,3 +238,38 @@ def test_chapter_pages_offer_no_launch_button_for_a_markdown_file(visit):
     visit.open(f"book/{CHAPTERS[0]}.html")
     assert visit.page.locator(".dropdown-launch-buttons").count() == 0
     assert visit.page.locator(".dropdown-download-buttons a[href$='.ipynb']").count() == 1
+
+
+# What a reader sees on a chapter page before opening anything: no code, printed output or table
+# that scrolls sideways, no glue call in the shown code, a common-mistakes box of at most 12 items
+# (the grader's whole catalogue folded in its dropdown). Measured by the browser's layout.
+READER_VIEW = """() => {
+    // hidden by display, visibility (a folded dropdown's content) or opacity
+    const shown = el => el.checkVisibility({visibilityProperty: true, opacityProperty: true});
+    const wide = el => el.scrollWidth > el.clientWidth + 1;
+    const code = Array.from(document.querySelectorAll("main .cell_input pre")).filter(shown);
+    const outputs = Array.from(document.querySelectorAll("main .cell_output pre")).filter(shown);
+    const tables = Array.from(document.querySelectorAll("main table")).filter(shown)
+        .map(t => t.closest(".pst-scrollable-table-container, .table-wrapper") || t);
+    const box = document.querySelector("main section#common-mistakes");
+    return {
+        code: code.length,
+        wideCode: code.filter(wide).map(p => p.innerText.split("\\n").find(l => l.length > 88) || "?"),
+        wideOutputs: outputs.filter(wide).map(p => p.innerText.slice(0, 60)),
+        glue: code.filter(p => p.innerText.includes("glue(")).length,
+        wideTables: tables.filter(wide).map(t => t.innerText.slice(0, 60)),
+        mistakes: box ? Array.from(box.querySelectorAll("li")).filter(shown).length : -1,
+    };
+}"""
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_chapter_page_fits_the_column_and_shows_a_short_box(visit, stem):
+    visit.open(f"book/{stem}.html", idle=False)
+    view = visit.page.evaluate(READER_VIEW)
+    assert view["code"] > 0, f"{stem}: no code cell found (has the theme's markup changed?)"
+    assert not view["wideCode"], f"{stem}: code that scrolls sideways: {view['wideCode'][:3]}"
+    assert not view["wideOutputs"], f"{stem}: printed output that scrolls sideways: {view['wideOutputs'][:3]}"
+    assert not view["glue"], f"{stem}: {view['glue']} code cells show a glue call"
+    assert not view["wideTables"], f"{stem}: tables that scroll sideways: {view['wideTables']}"
+    assert 1 <= view["mistakes"] <= 12, f"{stem}: the common-mistakes box shows {view['mistakes']} items"

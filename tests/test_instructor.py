@@ -14,12 +14,14 @@ import pytest
 from autograder.cli import main
 from autograder.course import course_root, release_notebook, source_notebook
 from autograder.notebook import find_cell, without_solution_markers
+from autograder.reference import check_points
 from tests.nbgrader_course import nbgrader
 from tests.test_course import _solution_lines
 from tests.conftest import full_points
 
 STEM = "losses"
 FULL = full_points(STEM)
+CHECKS = len(check_points(STEM))
 
 
 def _cell(nb: dict, grade_id: str) -> dict:
@@ -157,12 +159,12 @@ def test_regrading_replaces_scores_and_duplicates_nothing(course):
 
     first, second = course["first"], course["second"]
     # l1_loss fixed (a point more); mse_loss, which ignores `reduction`, still earns only its 'mean' cases
-    assert first["grades"]["wrong"] + 1 <= second["grades"]["wrong"] < 16
+    assert first["grades"]["wrong"] + 1 <= second["grades"]["wrong"] < FULL
     assert {s: float(row["score"]) for s, row in second["export"].items()} == second["grades"]
     with open_gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
         assert gb.db.query(SubmittedAssignment).count() == len(STUDENTS)
-        # one per student and grade cell: 8 checks, and the 8 exercises' visible tests (0 points each)
-        assert gb.db.query(Grade).count() == len(STUDENTS) * 16
+        # one per student and grade cell: each check, and each exercise's visible tests (0 points)
+        assert gb.db.query(Grade).count() == len(STUDENTS) * 2 * CHECKS
         assert len(gb.students) == len(STUDENTS)
 
 
@@ -183,7 +185,7 @@ def test_nbgrader_feedback_shows_the_runners_scores(course):
     fb = course["nbgrader_feedback"]
     assert sorted(fb) == sorted(STUDENTS)
     for student, score in course["first"]["grades"].items():
-        shown = re.search(rf"{STEM} \(Score: ([\d.]+) / 16\.0\)", fb[student])
+        shown = re.search(rf"{STEM} \(Score: ([\d.]+) / {FULL:.1f}\)", fb[student])
         assert shown and float(shown.group(1)) == score, (student, score, shown)
     assert "L1 loss is the absolute error" in fb["wrong"]  # the runner's report is the check cell's output
 

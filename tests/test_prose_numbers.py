@@ -51,7 +51,6 @@ DEFINITIONAL = {
 DEFINITIONAL_INTEGERS = {
     "64": "the bits of int64 and float64; the width of a question's layer",
     "1000": "an input the text chooses: e^1000, a logit of +-1000",
-    "100": "binary_cross_entropy's cap of each log at -100",
     "5000": "a question's run of 5000 steps",
 }
 

@@ -311,4 +311,203 @@ COUNT_PARAMETERS = Check(
     ),
 )
 
-CHECKS = [MY_FIRST_NETWORK, MLP, COUNT_PARAMETERS]
+# -- ResidualNetwork: F.relu in forward, and a skip connection nn.Sequential cannot express ---------
+
+def _residual_cases(gen, *, device, dtype):
+    cases = []
+    for sizes, batch in [((4, 8, 3), (5, 4)), ((6, 16, 2), (1, 6)), ((3, 5, 7), (2, 4, 3))]:
+        n_in, hidden, n_out = sizes
+        weights = _linear_weights(gen, (n_in, hidden, hidden, n_out), dtype=dtype, device=device)
+        X = randn(gen, *batch, dtype=dtype, device=device)
+        label = f"ResidualNetwork{sizes} on {_batch_text(batch)} ({_dt(dtype)})"
+        cases.append(module_case(label, args=sizes, weights=weights, inputs=[X], dtype=dtype))
+    weights = _zero_units(_linear_weights(gen, (4, 8, 8, 3), dtype=dtype, device=device))
+    X = randn(gen, 5, 4, dtype=dtype, device=device)
+    cases.append(replace(module_case(f"ResidualNetwork(4, 8, 3) with half its first hidden units "
+                                     f"zero-initialised: ReLU at exactly 0 ({_dt(dtype)})", args=(4, 8, 3),
+                                     weights=weights, inputs=[X], dtype=dtype), edge="zero"))
+    return cases
+
+
+class _ResidualBase(nn.Module):
+    """The mistakes' shared layers: first, block (hidden -> hidden), last."""
+
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.first = nn.Linear(input_size, hidden_size)
+        self.block = nn.Linear(hidden_size, hidden_size)
+        self.last = nn.Linear(hidden_size, output_size)
+
+
+class _ResidualNoSkip(_ResidualBase):
+    def forward(self, X):
+        H = torch.relu(self.first(X))
+        return self.last(torch.relu(self.block(H)))
+
+
+class _ResidualSkipInsideRelu(_ResidualBase):
+    def forward(self, X):
+        H = torch.relu(self.first(X))
+        return self.last(torch.relu(H + self.block(H)))
+
+
+class _ResidualReluAtEnd(_ResidualBase):
+    def forward(self, X):
+        H = torch.relu(self.first(X))
+        H = H + torch.relu(self.block(H))
+        return torch.relu(self.last(H))
+
+
+class _ResidualClamp(_ResidualBase):
+    def forward(self, X):
+        H = self.first(X).clamp(min=0)
+        H = H + self.block(H).clamp(min=0)
+        return self.last(H)
+
+
+class _ResidualInList(nn.Module):
+    def __init__(self, input_size, hidden_size, output_size):
+        super().__init__()
+        self.layers = [nn.Linear(input_size, hidden_size), nn.Linear(hidden_size, hidden_size),
+                       nn.Linear(hidden_size, output_size)]
+
+    def forward(self, X):
+        first, block, last = self.layers
+        H = torch.relu(first(X))
+        return last(H + torch.relu(block(H)))
+
+
+class _ResidualNoSuper(_ResidualBase):
+    def __init__(self, input_size, hidden_size, output_size):  # noqa: super().__init__() missing on purpose
+        self.first = nn.Linear(input_size, hidden_size)
+        self.block = nn.Linear(hidden_size, hidden_size)
+        self.last = nn.Linear(hidden_size, output_size)
+
+    def forward(self, X):
+        H = torch.relu(self.first(X))
+        return self.last(H + torch.relu(self.block(H)))
+
+
+RESIDUAL = Check(
+    name="ResidualNetwork",
+    target="ResidualNetwork",
+    make_cases=_residual_cases,
+    probe=ModuleProbe(),
+    mistakes=(
+        Mistake("no-super-init", _NO_SUPER, _ResidualNoSuper),
+        Mistake("layers-in-a-python-list", _PYTHON_LIST, _ResidualInList),
+        Mistake("no-skip-connection", "Add the block's output to its input: H = H + F.relu(block(H)). "
+                "Without the skip the network is a plain chain of layers.", _ResidualNoSkip),
+        Mistake("skip-inside-the-relu", "The skip adds the block's activated output to H, "
+                "H + F.relu(block(H)), not F.relu(H + block(H)).", _ResidualSkipInsideRelu),
+        Mistake("activation-after-last-layer", _AFTER_LAST, _ResidualReluAtEnd),
+        Mistake("relu-gradient-at-zero", "Where a unit's input is exactly 0, ReLU's gradient is 0, as "
+                "F.relu gives; clamp(min=0) passes a gradient of 1 there. Use F.relu.", _ResidualClamp),
+    ),
+)
+
+
+# -- SequenceClassifier: nn.LSTM, its last hidden state into a Linear layer ----------------------
+
+def _lstm_weights(gen, n_in, hidden, n_out, *, dtype, device):
+    """nn.LSTM's weight_ih (4H, D), weight_hh (4H, H), bias_ih, bias_hh (4H,), then the Linear's."""
+    scale = 1 / math.sqrt(hidden)
+    lstm = [randn(gen, 4 * hidden, n_in, dtype=dtype, device=device, scale=scale),
+            randn(gen, 4 * hidden, hidden, dtype=dtype, device=device, scale=scale),
+            randn(gen, 4 * hidden, dtype=dtype, device=device, scale=scale),
+            randn(gen, 4 * hidden, dtype=dtype, device=device, scale=scale)]
+    return lstm + _linear_weights(gen, (hidden, n_out), dtype=dtype, device=device)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _sequence_cases(gen, *, device, dtype):
+    cases = []
+    for sizes, shape in [((3, 5, 4), (2, 6, 3)), ((4, 8, 2), (5, 3, 4)), ((2, 3, 3), (1, 7, 2)),
+                         ((5, 4, 1), (3, 1, 5))]:
+        n_in, hidden, n_out = sizes
+        weights = _lstm_weights(gen, n_in, hidden, n_out, dtype=dtype, device=device)
+        X = randn(gen, *shape, dtype=dtype, device=device)
+        label = (f"SequenceClassifier{sizes} on {_count(shape[0], 'sequence')} of "
+                 f"{_count(shape[1], 'step')}, X of shape {shape} ({_dt(dtype)})")
+        cases.append(module_case(label, args=sizes, weights=weights, inputs=[X], dtype=dtype))
+    weights = _lstm_weights(gen, 3, 4, 2, dtype=dtype, device=device)
+    X = randn(gen, 3, 5, 3, dtype=dtype, device=device)
+    X[:, 3:] = 0  # padded steps: inputs of exactly 0
+    cases.append(replace(module_case(f"SequenceClassifier(3, 4, 2) on sequences whose last 2 steps are inputs "
+                                     f"of exactly 0 ({_dt(dtype)})", args=(3, 4, 2), weights=weights,
+                                     inputs=[X], dtype=dtype), edge="zero"))
+    return cases
+
+
+class _SequenceBase(nn.Module):
+    batch_first = True
+
+    def __init__(self, input_size, hidden_size, num_classes):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=self.batch_first)
+        self.head = nn.Linear(hidden_size, num_classes)
+
+
+class _SequenceFirstStep(_SequenceBase):
+    def forward(self, X):
+        output, _ = self.lstm(X)
+        return self.head(output[:, 0])
+
+
+class _SequenceNotBatchFirst(_SequenceBase):
+    batch_first = False
+
+    def forward(self, X):
+        _, (h_n, _) = self.lstm(X)
+        return self.head(h_n[-1])
+
+
+class _SequenceCellState(_SequenceBase):
+    def forward(self, X):
+        _, (_, c_n) = self.lstm(X)
+        return self.head(c_n[-1])
+
+
+class _SequenceMeanOverTime(_SequenceBase):
+    def forward(self, X):
+        output, _ = self.lstm(X)
+        return self.head(output.mean(dim=1))
+
+
+class _SequenceSoftmax(_SequenceBase):
+    def forward(self, X):
+        _, (h_n, _) = self.lstm(X)
+        return torch.softmax(self.head(h_n[-1]), dim=1)
+
+
+class _SequenceLastOfBatch(_SequenceBase):
+    def forward(self, X):
+        output, _ = self.lstm(X)
+        return self.head(output[-1]).expand(X.shape[0], -1)
+
+
+SEQUENCE = Check(
+    name="SequenceClassifier",
+    target="SequenceClassifier",
+    make_cases=_sequence_cases,
+    probe=ModuleProbe(),
+    mistakes=(
+        Mistake("not-batch-first", "X is (N, T, input_size), batch first: create nn.LSTM(..., batch_first=True). "
+                "Without it the LSTM reads the batch as time and the steps as the batch.", _SequenceNotBatchFirst),
+        Mistake("first-step-output", "output[:, 0] is the hidden state after the first step only; the whole "
+                "sequence is summarised by the last one, h_n[-1] (equal to output[:, -1]).", _SequenceFirstStep),
+        Mistake("cell-state-not-hidden", "nn.LSTM returns output, (h_n, c_n): the last hidden state is h_n, "
+                "not the cell state c_n.", _SequenceCellState),
+        Mistake("mean-over-time", "Classify from the last hidden state, h_n[-1], not the mean of the outputs "
+                "over time.", _SequenceMeanOverTime),
+        Mistake("softmax-at-the-end", "Return the logits of the Linear layer: CrossEntropyLoss applies "
+                "log_softmax itself.", _SequenceSoftmax),
+        Mistake("last-of-the-batch", "With batch_first=True, output[-1] is the last sequence of the batch, "
+                "not the last step: use h_n[-1] or output[:, -1].", _SequenceLastOfBatch),
+    ),
+)
+
+CHECKS = [MY_FIRST_NETWORK, MLP, COUNT_PARAMETERS, RESIDUAL, SEQUENCE]

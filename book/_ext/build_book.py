@@ -10,11 +10,19 @@ code cells and the kernel), in the order given. Then it runs
 `jupyter-book build . -W -n --keep-going`, which takes those chapters from the cache. A chapter
 that fails in the first step is not cached: the build runs it again and reports the error, so the
 first step never decides whether the book builds.
+
+The cache keys a chapter on its code cells, so a chapter whose common-mistakes box draws the
+grader's catalogue (`common_mistakes("<stem>")`) would keep an old box after a hint changed in
+autograder/chapters/<stem>.py: a chapter's cached runs older than that file, or than the catalogue
+and checks modules, are removed first, and the chapter's source is touched, so that it runs again
+and Sphinx (which goes by the source's time) writes its page again.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 
 # Skipped in this process as in the kernels: book/_ext/kernel_startup.py says why (3 s of CPU here,
@@ -31,6 +39,30 @@ READER = {"name": "myst_nb_md", "type": "plugin"}  # myst-nb's reader for MyST m
 BUILD = ["build", ".", "-W", "-n", "--keep-going"]  # strict: any warning fails
 
 
+def catalogue_sources(chapter: str) -> list[Path]:
+    """The files whose change changes the chapter's common-mistakes box (none without a box)."""
+    m = re.search(r'common_mistakes\("(\w+)"\)', Path(chapter).read_text())
+    if not m:
+        return []
+    grader = Path(__file__).resolve().parents[2] / "autograder"
+    return [grader / "chapters" / f"{m.group(1)}.py", grader / "catalogue.py", grader / "checks.py"]
+
+
+def drop_stale_catalogues(cache, uris: list[str], chapters: list[str]) -> None:
+    """Remove the cached runs of a chapter that are older than the catalogue its box shows."""
+    newest = {}
+    for uri, chapter in zip(uris, chapters):
+        sources = [p for p in catalogue_sources(chapter) if p.is_file()]
+        if sources:
+            newest[uri] = max(p.stat().st_mtime for p in sources)
+    for record in cache.list_cache_records():
+        created = record.created.replace(tzinfo=record.created.tzinfo or timezone.utc).timestamp()
+        if record.uri in newest and created < newest[record.uri]:
+            cache.remove_cache(record.pk)
+            Path(record.uri).touch()  # and Sphinx, which goes by the source's time, reads it again
+            print(f"cached run older than its grader's catalogue, run again: {record.uri}", flush=True)
+
+
 def execute_chapters(chapters: list[str]) -> None:
     """Execute the chapters without a cached run, side by side; print one line per chapter run."""
     Path(CACHE).parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +70,7 @@ def execute_chapters(chapters: list[str]) -> None:
     uris = [str(Path(chapter).resolve()) for chapter in chapters]
     for uri in uris:
         cache.add_nb_to_project(uri, read_data=READER)
+    drop_stale_catalogues(cache, uris, chapters)
     executor = load_executor("local-parallel", cache)
     if not executor.get_records(filter_uris=uris, clear_tracebacks=False):
         print(f"{len(uris)} chapters, all in the cache", flush=True)  # no pool of processes to start

@@ -30,10 +30,36 @@ def oracle_mlp(sizes, activation=nn.ReLU):
     return nn.Sequential(*layers)
 
 
+class OracleResidual(nn.Module):
+    """torch's modules only (nn.ReLU), the skip written out."""
+
+    def __init__(self, i, h, o):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(i, h), nn.Linear(h, h), nn.Linear(h, o)
+        self.relu = nn.ReLU()
+
+    def forward(self, X):
+        H = self.relu(self.a(X))
+        return self.c(H + self.relu(self.b(H)))
+
+
+class OracleSequence(nn.Module):
+    """The LSTM's output after the last step, output[:, -1], into the Linear layer."""
+
+    def __init__(self, i, h, c):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(i, h, batch_first=True), nn.Linear(h, c)
+
+    def forward(self, X):
+        return self.fc(self.lstm(X)[0][:, -1])
+
+
 ORACLE = {
     "MyFirstNetwork": lambda i, h, o: nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o)),
     "MLP": oracle_mlp,
     "count_parameters": lambda model: sum(p.numel() for p in model.parameters() if p.requires_grad),
+    "ResidualNetwork": OracleResidual,
+    "SequenceClassifier": OracleSequence,
 }
 
 
@@ -137,6 +163,18 @@ class MLPAsSequential(nn.Sequential):
         super().__init__(*layers)
 
 
+class SequenceTimeFirst(nn.Module):
+    """An LSTM without batch_first, given X transposed to (T, N, D): the same classifier."""
+
+    def __init__(self, i, h, c):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(i, h), nn.Linear(h, c)
+
+    def forward(self, X):
+        _, (h_n, _) = self.lstm(X.transpose(0, 1))
+        return self.fc(h_n[-1])
+
+
 ALTERNATIVES = [
     pytest.param("MyFirstNetwork", FirstDefinedBackwards, id="MyFirstNetwork:registered-backwards"),
     pytest.param("MyFirstNetwork", FirstAsSequential, id="MyFirstNetwork:Sequential-subclass"),
@@ -145,6 +183,8 @@ ALTERNATIVES = [
                  id="MyFirstNetwork:a-function-returning-Sequential"),
     pytest.param("MLP", MLPByAttributes, id="MLP:add_module"),
     pytest.param("MLP", MLPAsSequential, id="MLP:Sequential-subclass"),
+    pytest.param("ResidualNetwork", OracleResidual, id="ResidualNetwork:nn.ReLU-module"),
+    pytest.param("SequenceClassifier", SequenceTimeFirst, id="SequenceClassifier:time-first-transposed"),
     pytest.param("count_parameters", lambda model: sum(p.numel() for _, p in model.named_parameters()
                                                       if p.requires_grad), id="count_parameters:named_parameters"),
     pytest.param("count_parameters", lambda model: int(sum(torch.tensor(p.shape).prod() for p in model.parameters()
@@ -256,3 +296,22 @@ def test_relu_as_a_maximum_with_zero_loses_the_kink_case_only():
     result = grade_impl(STEM, "MyFirstNetwork", MaxRelu)
     failed = [v.label for v in result.cases if not v.passed]
     assert failed and all("ReLU at exactly 0" in label for label in failed), failed
+
+
+def test_the_residual_reference_calls_f_relu_and_holds_no_activation_module():
+    """The exercise's point: the activation is a function in forward, the skip is in forward too."""
+    net = reference(STEM)["ResidualNetwork"](4, 8, 3)
+    assert [type(m) for m in net.children()] == [nn.Linear, nn.Linear, nn.Linear]
+    X = torch.randn(5, 4)
+    a, b, c = net.children()
+    H = torch.relu(a(X))
+    torch.testing.assert_close(net(X), c(H + torch.relu(b(H))))
+
+
+def test_the_last_hidden_state_is_the_output_after_the_last_step():
+    """What the statement says of nn.LSTM's shapes, checked on torch: h_n[-1] == output[:, -1]."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 5, batch_first=True)
+    output, (h_n, c_n) = lstm(torch.randn(2, 6, 3))
+    assert output.shape == (2, 6, 5) and h_n.shape == c_n.shape == (1, 2, 5)
+    torch.testing.assert_close(h_n[-1], output[:, -1])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
-from autograder.probes.helpers import WithHelpers
+from autograder.probes.helpers import WithHelpers, course_log_softmax, course_nll_loss
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -493,7 +493,7 @@ CROSS_ENTROPY = Check(
     target="cross_entropy",
     make_cases=_ce_cases,
     # the notebook's cross_entropy may call its log_softmax and nll_loss: it gets the course's (one bug costs once)
-    probe=WithHelpers(FunctionProbe(), (("log_softmax", _stable_log_softmax), ("nll_loss", _nll))),
+    probe=WithHelpers(FunctionProbe(), (("log_softmax", course_log_softmax), ("nll_loss", course_nll_loss))),
     forbidden=("cross_entropy", "cross_entropy_loss"),
     mistakes=(
         Mistake("softmax-not-log-softmax", "cross_entropy is nll_loss of log_softmax(input, dim=1): "

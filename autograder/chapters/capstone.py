@@ -169,7 +169,8 @@ EVALUATE = Check(
     target="evaluate",
     make_cases=_evaluate_cases,
     probe=EvaluateProbe(),
-    meta_case=False,
+    meta_case=False,  # an accuracy needs data: no meta case
+    fake_cuda_case=True,  # but a simulated GPU, with the CPU pass's .item() and .tolist() replayed
     mistakes=(
         Mistake("train-mode", "Call model.eval() before evaluating: in training mode batch norm normalizes with "
                 "each batch's own statistics (and updates its running statistics with the evaluation data) and "

@@ -184,6 +184,7 @@ EVALUATE = Check(
         Mistake("accuracy-a-tensor", "Return the accuracy as a Python float (.item() or float(...)), not a 0-d "
                 "tensor: the caller compares and prints it as a number.", _evaluator(tensor_accuracy=True)),
     ),
+    stated=(r"Python float", r"model\.eval\(\)", r"torch\.no_grad\(\)", r"labels'\s+device"),
     description="accuracy and confusion matrix, in eval mode and without autograd",
 )
 
@@ -287,6 +288,9 @@ FIT = Check(
                 "inside fit() puts the held-out test images into training, and the test score means nothing.",
                 _fitter("trains-on-all-digits")),
     ),
+    stated=(r"zero_grad\(\)` between two optimizer steps", r"accumulating", r"model\.eval\(\)", r"self\.training",
+            r"never at a loss", r"`meta` device", r"course's own `evaluate`", r"no data\s+loaded", r"0\.90",
+            r"20 s"),
     description="a whole training run, graded on held-out accuracy within a time budget",
 )
 

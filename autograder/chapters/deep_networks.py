@@ -142,6 +142,7 @@ DEAD_UNITS = Check(
     target="dead_unit_fraction",
     make_cases=_dead_cases,
     probe=ModelDiagnosticProbe("dead_units"),
+    stated=(r"remove the hooks", r"torch\.no_grad\(\)", r"float32 and float64", r"hook of yours left"),
     mistakes=(
         Mistake("wrong-dimension", "A unit is dead when its output is 0 for every example: reduce with "
                 ".all(dim=0) over the batch (dimension 0), then average over the units; .all(dim=1) asks "

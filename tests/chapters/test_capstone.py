@@ -10,6 +10,10 @@
    CrossEntropyLoss, validation in training mode, the test images leaking
    into training) each with its hint.
 4. Known-correct alternatives keep full marks.
+5. Held-out sets (issue 23): training runs in other styles (PyTorch's quickstart, d2l, gradient
+   accumulation, swa_utils.update_bn, Lightning-style steps) get full marks; the same runs with one
+   bug each lose points with the hint naming it; a bug in evaluate costs nothing in fit (fit runs
+   with the course's evaluate); device-bound code loses its device cases without a GPU.
 """
 from __future__ import annotations
 
@@ -633,3 +637,13 @@ def test_a_run_on_meta_past_its_time_is_not_graded_there(monkeypatch):
     case = grader(STEM).prepared["fit"].cases[0]
     monkeypatch.setattr(training, "META_S", 0.0)
     assert grader(STEM).checks["fit"].probe._on_meta(reference(STEM)["fit"], case.kwargs) == NOT_RUN
+
+
+@pytest.mark.parametrize("old, new, mistake", [
+    ("correct += int((predicted == y).sum())", "correct += (predicted == y).sum()", "accuracy-a-tensor"),
+    ("    model.eval()\n", "", "train-mode"),
+    ("index_put_((y, predicted)", "index_put_((predicted, y)", "confusion-transposed"),
+    ("    with torch.inference_mode():\n", "    if True:\n", "autograd-on"),
+], ids=["0-d-tensor-accuracy", "no-eval", "transposed", "no-inference-mode"])
+def test_held_out_evaluations_with_one_bug_lose_points_with_its_hint(old, new, mistake):
+    assert_loses_points_naming(STEM, "evaluate", _mutant(_loader_evaluate, old, new), mistake)

@@ -647,3 +647,14 @@ def test_a_run_on_meta_past_its_time_is_not_graded_there(monkeypatch):
 ], ids=["0-d-tensor-accuracy", "no-eval", "transposed", "no-inference-mode"])
 def test_held_out_evaluations_with_one_bug_lose_points_with_its_hint(old, new, mistake):
     assert_loses_points_naming(STEM, "evaluate", _mutant(_loader_evaluate, old, new), mistake)
+
+
+def test_a_helper_of_the_students_own_design_that_shares_the_name_is_kept():
+    """fit calls an `evaluate(model, X, y)` of its own design (not the statement's signature): that call goes
+    to the student's function, so the run is graded as written."""
+    namespace = {"torch": torch, "nn": nn, "copy": copy}
+    exec("def evaluate(model, X, y):\n    model.eval()\n    with torch.no_grad():\n"
+         "        return float((model(X).argmax(1) == y).float().mean())\n"
+         + NOTEBOOK_FIT.replace("score, _ = evaluate(net, [(X_val, y_val)], 10)", "score = evaluate(net, X_val, y_val)"),
+         namespace)
+    assert_full_marks(STEM, "fit", namespace["fit"])

@@ -432,15 +432,18 @@ def test_correct_training_runs_in_other_styles_get_full_marks(name):
 
 # -- held-out training runs with one bug each: they lose points, with the hint naming the bug -------
 
-def _mutant(source_fit, old: str, new: str):
-    """source_fit with one line changed: a student's version of that style with one bug."""
+def _mutant(source_fit, old: str, new: str, *more: tuple[str, str]):
+    """source_fit with one line changed (or more: `more` holds further (old, new) pairs): a student's
+    version of that style with one bug (or several)."""
     import inspect
     import textwrap
 
     source = textwrap.dedent(inspect.getsource(source_fit))
-    assert old in source, old
+    for a, b in ((old, new), *more):
+        assert a in source, a
+        source = source.replace(a, b)
     namespace = dict(globals())
-    exec(compile(source.replace(old, new), f"<mutant of {source_fit.__name__}>", "exec"), namespace)
+    exec(compile(source, f"<mutant of {source_fit.__name__}>", "exec"), namespace)
     return namespace[source_fit.__name__]
 
 
@@ -658,3 +661,16 @@ def test_a_helper_of_the_students_own_design_that_shares_the_name_is_kept():
          + NOTEBOOK_FIT.replace("score, _ = evaluate(net, [(X_val, y_val)], 10)", "score = evaluate(net, X_val, y_val)"),
          namespace)
     assert_full_marks(STEM, "fit", namespace["fit"])
+
+
+@pytest.mark.parametrize("name, impl, bugs", [
+    pytest.param("fit", _mutant(_quickstart_fit, "        model.eval()\n", "",
+                                ("            optimizer.zero_grad()\n", "")),
+                 ("no-zero-grad", "validation-in-train-mode"), id="quickstart:no-eval-and-no-zero-grad"),
+    pytest.param("evaluate", _mutant(_loader_evaluate, "    model.eval()\n", "",
+                                     ("index_put_((y, predicted)", "index_put_((predicted, y)")),
+                 ("train-mode", "confusion-transposed"), id="evaluate:no-eval-and-transposed"),
+])
+def test_held_out_code_with_two_bugs_gets_a_hint_for_each(name, impl, bugs):
+    for bug in bugs:
+        assert_loses_points_naming(STEM, name, impl, bug)

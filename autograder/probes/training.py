@@ -315,8 +315,8 @@ def scale(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...
 
 
 STALE = "a backward pass added to gradients left from before the previous optimizer step (no zero_grad)"
-VALIDATION_IN_TRAIN_MODE = ("the validation images went through the model under torch.no_grad() with a module "
-                            "whose output depends on the mode in training mode")
+VALIDATION_IN_TRAIN_MODE = ("a layer whose output depends on the mode was in training mode when the validation "
+                            "images went through the model under torch.no_grad()")
 LOADED = "the training function loaded the digits data set itself"
 PROBABILITIES = "its outputs are probabilities (a softmax as its last layer)"
 ON_META = ("the device of the outputs when fit runs on the meta device (no data: a model or a tensor made "

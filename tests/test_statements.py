@@ -190,3 +190,41 @@ def test_check_cell_headers_say_their_points_in_plain_english(stem):
     assert headers, stem
     wrong = [h for h in headers if re.search(r"\(1 points\)|\((?!1 )\d+(\.\d+)? point\)", h)]
     assert not wrong, wrong
+
+
+# -- the newer chapters (issue 23): dtypes, devices and the rules their checks grade -------------
+
+NEWER = ("autograd", "deep_networks", "capstone")
+
+
+def _notebook_rules(stem: str) -> str:
+    """The chapter's own rules: the markdown before its first exercise (dtypes, devices)."""
+    nb = json.loads(source_notebook(stem).read_text())
+    first = next(i for i, c in enumerate(nb["cells"]) if BEGIN_SOLUTION in "".join(c["source"]))
+    return "\n".join("".join(c["source"]) for c in nb["cells"][:first] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("stem,name", [pytest.param(s, n, id=f"{s}.{n}") for s in NEWER for n in load_checks(s)])
+def test_the_newer_chapters_state_the_dtypes_and_devices_they_grade(stem, name):
+    check = load_checks(stem)[name]
+    text = statement(stem, name) + "\n" + _notebook_rules(stem)
+    missing = [str(d).removeprefix("torch.") for d in check.dtypes if str(d).removeprefix("torch.") not in text]
+    assert not missing, f"{stem}.{name} grades {missing}, which neither its statement nor the notebook's rules name"
+    devices = check.meta_case or check.fake_cuda_case or name == "fit"  # fit trains once more on meta itself
+    assert not devices or re.search(r"device", text), f"{stem}.{name} has device cases its text never mentions"
+
+
+@pytest.mark.parametrize("stem,name,rule", [
+    ("capstone", "fit", "accumulating"), ("capstone", "fit", "`meta` device"),
+    ("capstone", "evaluate", "Python float"), ("deep_networks", "dead_unit_fraction", "remove the hooks"),
+    ("autograd", "AbsFunction", "ctx.save_for_backward"),
+])
+def test_a_graded_rule_taken_out_of_its_statement_fails_the_statement_test(monkeypatch, stem, name, rule):
+    """Both ways for the rules these chapters grade (Check.stated): the statement without it fails."""
+    import tests.test_statements as me
+
+    text = statement(stem, name)
+    assert rule in text
+    monkeypatch.setattr(me, "statement", lambda s, n: text.replace(rule, "XXX"))
+    with pytest.raises(AssertionError, match="never states"):
+        test_every_graded_edge_case_and_error_is_stated(stem, name)

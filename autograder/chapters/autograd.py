@@ -9,6 +9,12 @@ an update under torch.no_grad(), and the gradient zeroed before the next step;
 `straight_through_round` is the detach trick: the forward value of one
 expression with the gradient of another. Known mistakes are the wrong code a
 student would write; tests/chapters/test_autograd.py proves each check both ways.
+
+Device cases: grad_of and gradient_descent run autograd inside the graded code,
+which the simulated GPU cannot, so their device case is on meta, where copies
+to the CPU behave as on a GPU (probes/gradient.MetaToCpu) and grad_of's output
+is not a scalar (a gradient made for it on the CPU meets it there); AbsFunction
+runs its backward on meta the same way, and its forward on the simulated GPU.
 """
 from __future__ import annotations
 

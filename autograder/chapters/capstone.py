@@ -169,7 +169,8 @@ EVALUATE = Check(
     target="evaluate",
     make_cases=_evaluate_cases,
     probe=EvaluateProbe(),
-    meta_case=False,
+    meta_case=False,  # an accuracy needs data: no meta case
+    fake_cuda_case=True,  # but a simulated GPU, with the CPU pass's .item() and .tolist() replayed
     mistakes=(
         Mistake("train-mode", "Call model.eval() before evaluating: in training mode batch norm normalizes with "
                 "each batch's own statistics (and updates its running statistics with the evaluation data) and "
@@ -183,6 +184,7 @@ EVALUATE = Check(
         Mistake("accuracy-a-tensor", "Return the accuracy as a Python float (.item() or float(...)), not a 0-d "
                 "tensor: the caller compares and prints it as a number.", _evaluator(tensor_accuracy=True)),
     ),
+    stated=(r"Python float", r"model\.eval\(\)", r"torch\.no_grad\(\)", r"labels'\s+device"),
     description="accuracy and confusion matrix, in eval mode and without autograd",
 )
 
@@ -214,10 +216,12 @@ class _Noise(nn.Module):
 
 
 def _fitter(mistake=None, epochs=3, layer="dropout"):
-    """A short training run with one known mistake (the probe recognises each by what it does);
-    `layer`: the model's mode-dependent layer ("dropout", "batchnorm" or "noise", a module of its own)."""
+    """A short training run with a known mistake, or several (a tuple), which the probe recognises by what
+    it does; `layer`: the model's mode-dependent layer ("dropout", "batchnorm" or "noise", a module of its own)."""
+    made = set(mistake) if isinstance(mistake, tuple) else {mistake}
+
     def fit(X_train, y_train, X_val, y_val):
-        if mistake == "trains-on-all-digits":
+        if "trains-on-all-digits" in made:
             from sklearn.datasets import load_digits
 
             digits = load_digits()
@@ -226,9 +230,9 @@ def _fitter(mistake=None, epochs=3, layer="dropout"):
             y_train = torch.tensor(digits.target, device=X_train.device)
         middle = {"dropout": nn.Dropout(0.1), "batchnorm": nn.BatchNorm1d(32), "noise": _Noise()}[layer]
         layers = [nn.Linear(X_train.shape[1], 32), nn.ReLU(), middle, nn.Linear(32, 10)]
-        if mistake == "softmax-then-cross-entropy":
+        if "softmax-then-cross-entropy" in made:
             layers.append(nn.Softmax(dim=1))
-        model = nn.Sequential(*layers).to("cpu" if mistake == "model-on-the-cpu" else X_train.device)
+        model = nn.Sequential(*layers).to("cpu" if "model-on-the-cpu" in made else X_train.device)
         loss_fn = nn.CrossEntropyLoss()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         best, best_accuracy = None, -1.0
@@ -237,11 +241,11 @@ def _fitter(mistake=None, epochs=3, layer="dropout"):
             order = torch.randperm(len(X_train), device=X_train.device)
             for i in range(0, len(order), 128):
                 batch = order[i:i + 128]
-                if mistake != "no-zero-grad":
+                if "no-zero-grad" not in made:
                     optimizer.zero_grad()
                 loss_fn(model(X_train[batch]), y_train[batch]).backward()
                 optimizer.step()
-            if mistake != "validation-in-train-mode":
+            if "validation-in-train-mode" not in made:
                 model.eval()
             with torch.no_grad():
                 accuracy = float((model(X_val).argmax(1) == y_val).float().mean()) if X_val.device.type != "meta" \
@@ -286,7 +290,18 @@ FIT = Check(
                 "inside fit() puts the held-out test images into training, and the test score means nothing.",
                 _fitter("trains-on-all-digits")),
     ),
+    stated=(r"zero_grad\(\)` between two optimizer steps", r"accumulating", r"model\.eval\(\)", r"self\.training",
+            r"never at a loss", r"`meta` device", r"course's own `evaluate`", r"no data\s+loaded", r"0\.90",
+            r"20 s"),
     description="a whole training run, graded on held-out accuracy within a time budget",
 )
+
+# code with two mistakes at once: a hint for each (checks.combined)
+EVALUATE = replace(EVALUATE, mistakes=EVALUATE.mistakes + (combined(
+    _evaluator(eval_mode=False, transposed=True),
+    *(m for m in EVALUATE.mistakes if m.name in ("train-mode", "confusion-transposed"))),))
+FIT = replace(FIT, mistakes=FIT.mistakes + (combined(
+    _fitter(("no-zero-grad", "validation-in-train-mode")),
+    *(m for m in FIT.mistakes if m.name in ("no-zero-grad", "validation-in-train-mode"))),))
 
 CHECKS = [STANDARDIZE, EVALUATE, FIT]

@@ -2,7 +2,11 @@
 
 `layer_grad_norms` returns the gradient norm of every nn.Linear layer after
 backward (vanishing gradients); `dead_unit_fraction` the fraction of dead
-units of every nn.ReLU layer (dying ReLUs). Known mistakes are written as the
+units of every nn.ReLU layer (dying ReLUs), in float32 and float64, with its
+hooks removed and its forward pass under no_grad (both graded, as stated).
+Both run on a simulated GPU too (the probe makes the network and its
+gradients there, and replays the CPU pass's .item()/.tolist()), so code that
+builds its answer on the CPU loses that case. Known mistakes are written as the
 wrong code a student would write; tests/chapters/test_deep_networks.py
 proves each check both ways.
 """
@@ -142,6 +146,7 @@ DEAD_UNITS = Check(
     target="dead_unit_fraction",
     make_cases=_dead_cases,
     probe=ModelDiagnosticProbe("dead_units"),
+    stated=(r"remove the hooks", r"torch\.no_grad\(\)", r"float32 and float64", r"hook of yours left"),
     mistakes=(
         Mistake("wrong-dimension", "A unit is dead when its output is 0 for every example: reduce with "
                 ".all(dim=0) over the batch (dimension 0), then average over the units; .all(dim=1) asks "

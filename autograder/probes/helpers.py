@@ -4,7 +4,9 @@ A check whose graded function may call another exercise's function (the
 capstone's `fit` calls `evaluate`, `cross_entropy` calls `log_softmax` and
 `nll_loss`) names those helpers and the course's own code for them. While the
 graded code runs, each such name in its module's namespace (the notebook)
-is the course's function; the student's is put back afterwards. A bug in
+is the course's function (for the calls it can answer, the statement's;
+a call it raises on goes to the student's own); the student's is put back
+afterwards. A bug in
 the helper then costs points in the helper's own check only, and the case
 label says so. The course's helpers are grader code that the child holds
 anyway (like the known mistakes); they are never a solution cell.
@@ -50,12 +52,26 @@ def helpers_in_place(impl, helpers: tuple[tuple[str, Callable], ...]):
         for name, helper in helpers:
             if callable(namespace.get(name)) and namespace[name] is not helper:
                 swapped[name] = namespace[name]
-                namespace[name] = helper
+                namespace[name] = _stand_in(helper, namespace[name])
     try:
         yield sorted(swapped)
     finally:
         if swapped:
             namespace.update(swapped)
+
+
+def _stand_in(helper: Callable, own: Callable) -> Callable:
+    """`helper` for every call it can answer (the statement's signature and arguments); a call it
+    cannot (a function of the student's own design that only shares the name: it raises) goes to
+    the student's own."""
+    def call(*args, **kwargs):
+        try:
+            return helper(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - not the statement's call: the student's function answers it
+            return own(*args, **kwargs)
+
+    call.__name__, call.__doc__ = getattr(own, "__name__", "helper"), helper.__doc__
+    return call
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from autograder.probes.fake_cuda import is_fake
+from autograder.probes.replay import recording, replaying
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -58,39 +57,6 @@ def build_mlp(weights, biases, activation: str, nested: bool = False) -> nn.Modu
     return nn.Sequential(*layers)
 
 
-class _Replay(TorchFunctionMode):
-    """Data out of tensors on the simulated CUDA device, as a GPU gives it: `.item()`, `.tolist()`
-    and `.numpy()` (of a tensor moved to the CPU) return what the same calls returned in the
-    CPU pass of the same case, in the same order (recorded there), so code that builds its
-    answer from Python numbers (`torch.tensor([g.norm().item() ...])`) or numpy runs on and
-    makes a CPU tensor, as on a GPU; `.numpy()` of a CUDA tensor raises the TypeError a GPU's
-    torch raises. Past the end of the recording, torch's own (data-dependent) error:
-    inconclusive."""
-
-    def __init__(self, recorded: list | None = None):
-        super().__init__()
-        self.recording = recorded is None
-        self.values = [] if recorded is None else list(recorded)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy) and args \
-                and isinstance(args[0], torch.Tensor) and not (is_fake(args[0]) and args[0].device.type == "cuda"
-                                                               and func is torch.Tensor.numpy):
-            if self.recording:
-                value = func(*args, **(kwargs or {}))
-                self.values.append(value)
-                return value
-            if self.values and is_fake(args[0]):
-                return self.values.pop(0)
-        if func is torch.Tensor.numpy and args and is_fake(args[0]) and args[0].device.type == "cuda":
-            raise TypeError(f"can't convert {args[0].device} device type tensor to numpy. Use Tensor.cpu() to "
-                            "copy the tensor to host memory first.")
-        return func(*args, **(kwargs or {}))
-
-
-_RECORDED: list = []  # what the last CPU pass of a case with a simulated-CUDA twin got from .item() and .tolist()
-
-
 HOOKS_LEFT = "forward hooks left on the network afterwards"
 RECORDED = "the forward pass recorded by autograd"
 
@@ -101,12 +67,6 @@ def _forward_hooks(net: nn.Module) -> int:
 
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) + \
         len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
-
-
-@contextlib.contextmanager
-def _both(outer, inner):
-    with outer, inner:
-        yield
 
 
 @dataclass(frozen=True)
@@ -121,18 +81,11 @@ class ModelDiagnosticProbe:
         if self.kind == "grad_norms":
             loss = ((net(spec["X"]) - spec["y"]) ** 2).mean()
             loss.backward()
-        if not getattr(case, "fake_cuda", False):
+        with recording(case):  # for the simulated-CUDA pass that follows (run_fake)
             return self._call(impl, net, spec["X"], watch)
-        replay = _Replay()  # the CPU pass of a case that runs on the simulated device next (run_fake)
-        _RECORDED.clear()
-        try:
-            return self._call(impl, net, spec["X"], watch, replay)
-        finally:
-            _RECORDED.extend(replay.values)
 
-    def _call(self, impl, net, X, watch, replay=None) -> dict[str, Any]:
-        inner = watch if watch is not None else contextlib.nullcontext()
-        watching = inner if replay is None else _both(replay, inner)
+    def _call(self, impl, net, X, watch) -> dict[str, Any]:
+        watching = watch if watch is not None else contextlib.nullcontext()
         if self.kind == "grad_norms":
             with watching:
                 return {"output": impl(net)}
@@ -168,4 +121,5 @@ class ModelDiagnosticProbe:
         if self.kind == "grad_norms":
             for p in net.parameters():
                 p.grad = torch.empty(p.shape, dtype=p.dtype, device=X.device)
-        return self._call(impl, net, X, watch, _Replay(_RECORDED))
+        with replaying():
+            return self._call(impl, net, X, watch)

@@ -41,7 +41,8 @@ what a correct run never does:
 Then the whole run again on meta tensors (no data, no time): a model built on
 the CPU (`.to("cpu")`) or a tensor made without `device=` meets the meta inputs
 and torch raises a device mismatch, which a GPU would raise too (the answer's
-`ON_META`); code that needs data there (`.item()`) is not graded on meta. It is
+`ON_META`); code that needs data there (`.item()`), or runs there longer than
+`META_S`, is not graded on meta. It is
 part of the one case, so device-bound code scores on a CPU what it scores on a
 GPU.
 
@@ -67,6 +68,7 @@ from torch import nn
 
 from autograder.compare import Difference
 from autograder.probes.helpers import helpers_in_place
+from autograder.probes.replay import recording, replaying
 
 TEST_OUTPUTS = "outputs on the held-out test images"
 SECONDS = "training seconds"
@@ -75,16 +77,22 @@ SECONDS = "training seconds"
 @dataclass(frozen=True)
 class OutputsProbe:
     """Calls `impl(*case.args, **case.kwargs)`, which returns a tuple of tensors: each is
-    compared, as returned[0], returned[1], ..."""
+    compared, as returned[0], returned[1], ... Also on a simulated CUDA device, where the CPU
+    pass's .item(), .tolist() and .numpy() are replayed (probes/replay.py)."""
 
-    def run(self, impl, case, watch=None) -> dict[str, Any]:
-        with watch if watch is not None else contextlib.nullcontext():
+    fake_cuda = True
+
+    def run(self, impl, case, watch=None, data=None) -> dict[str, Any]:
+        with data if data is not None else recording(case), watch if watch is not None else contextlib.nullcontext():
             out = impl(*case.args, **case.kwargs)
         items = list(out) if isinstance(out, (tuple, list)) else [out]
         result: dict[str, Any] = {"returns": f"a {type(out).__name__} of {len(items)}"
                                   if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"}
         result.update({f"returned[{k}]": v for k, v in enumerate(items)})
         return result
+
+    def run_fake(self, impl, case, watch=None) -> dict[str, Any]:
+        return self.run(impl, case, watch, replaying())
 
 
 def build_bn_classifier(weights: list[torch.Tensor], running: list[torch.Tensor]) -> nn.Module:
@@ -115,22 +123,41 @@ ACCURACY_TYPE = "the accuracy's type"
 @dataclass(frozen=True)
 class EvaluateProbe:
     """Case kwargs: weights, running (see build_bn_classifier), X, y, batch_size, num_classes.
-    The course's own evaluate (which the fit check runs in place of the student's) is guarded:
-    graded code that runs it is recorded (probes/core.py)."""
+    On the simulated CUDA device (`run_fake`) the same model is built on the CPU and placed on the
+    fake device, and `.item()`/`.tolist()` give what they gave in the CPU pass (probes/replay.py):
+    a confusion matrix kept on the CPU comes back on the CPU, as on a GPU. The course's own evaluate
+    (which the fit check runs in place of the student's) is guarded: graded code that runs it is
+    recorded (probes/core.py)."""
+
+    fake_cuda = True
 
     @property
     def guarded(self) -> tuple:
         return (course_evaluate,)
 
     def run(self, impl, case, watch=None) -> dict[str, Any]:
+        net = build_bn_classifier(case.kwargs["weights"], case.kwargs["running"])
+        return self._evaluate(impl, net, case, watch, recording(case))  # recorded for run_fake
+
+    def run_fake(self, impl, case, watch=None) -> dict[str, Any]:
+        from autograder.probes.fake_cuda import build_on_the_cpu, place_on
+
         kw = case.kwargs
-        net = build_bn_classifier(kw["weights"], kw["running"])
+        net = build_on_the_cpu(lambda: build_bn_classifier(
+            [torch.zeros(w.shape, dtype=w.dtype) for w in kw["weights"]],
+            [torch.ones(r.shape, dtype=r.dtype) for r in kw["running"]]))
+        place_on(net, kw["X"].device)
+        return self._evaluate(impl, net, case, watch, replaying())
+
+    def _evaluate(self, impl, net, case, watch, data) -> dict[str, Any]:
+        kw = case.kwargs
         recorded: list[bool] = []
         handle = net.register_forward_hook(lambda m, i, o: recorded.append(torch.is_grad_enabled()))
         X, y, b = kw["X"], kw["y"], kw["batch_size"]
-        batches = [(X[i:i + b], y[i:i + b]) for i in range(0, len(X), b)]
+        batches = [(X.narrow(0, i, min(b, len(X) - i)), y.narrow(0, i, min(b, len(X) - i)))  # narrow: slices fail
+                   for i in range(0, len(X), b)]  # on the simulated device
         try:
-            with watch if watch is not None else contextlib.nullcontext():
+            with data, watch if watch is not None else contextlib.nullcontext():
                 out = impl(net, batches, kw["num_classes"])
         finally:
             handle.remove()
@@ -294,13 +321,38 @@ def scale(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...
 
 
 STALE = "a backward pass added to gradients left from before the previous optimizer step (no zero_grad)"
-VALIDATION_IN_TRAIN_MODE = ("the validation images went through the model under torch.no_grad() with a module "
-                            "whose output depends on the mode in training mode")
+VALIDATION_IN_TRAIN_MODE = ("a layer whose output depends on the mode was in training mode when the validation "
+                            "images went through the model under torch.no_grad()")
 LOADED = "the training function loaded the digits data set itself"
 PROBABILITIES = "its outputs are probabilities (a softmax as its last layer)"
 ON_META = ("the device of the outputs when fit runs on the meta device (no data: a model or a tensor made "
            "on the CPU meets the inputs there)")
 DEVICE_MISMATCH = "a device mismatch"
+
+
+META_S = 10.0  # seconds the run on meta may take (meta kernels cost Python time, not compute): then not graded
+
+
+class _OutOfTime(BaseException):
+    """The meta run took longer than META_S (a BaseException: `except Exception` in fit cannot swallow it)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Stops the graded code, at its next module forward pass, once `seconds` have passed."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    end = time.perf_counter() + seconds
+
+    def check(module, args):
+        if time.perf_counter() > end:
+            raise _OutOfTime()
+
+    handle = register_module_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @dataclass(frozen=True)
@@ -358,13 +410,16 @@ class FitProbe:
         X_train, X_val, X_test = scale(*(meta[k].to(torch.float32) for k in ("X_train", "X_val", "X_test")))
         torch.manual_seed(self.seed)
         try:
-            with contextlib.redirect_stdout(io.StringIO()), helpers_in_place(impl, self.helpers):
+            with contextlib.redirect_stdout(io.StringIO()), helpers_in_place(impl, self.helpers), \
+                    _deadline(META_S):
                 model = impl(X_train, meta["y_train"], X_val, meta["y_val"])
             if not isinstance(model, nn.Module):
                 return NOT_RUN
             model.eval()
             with torch.no_grad():
                 out = model(X_test)
+        except _OutOfTime:
+            return NOT_RUN
         except Exception as exc:  # noqa: BLE001 - the error is a result, or says nothing
             if raised_by_torch(exc) and _MISMATCH.search(f"{type(exc).__name__}: {exc}"):
                 return DEVICE_MISMATCH

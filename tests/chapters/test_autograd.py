@@ -384,11 +384,16 @@ class _AbsKeptOnCtx(torch.autograd.Function):
 
 HELD_OUT_WRONG = {  # name -> (check, code, a mistake's name, "device-bound", or what a failing case says)
     "grad_of:ones-on-the-cpu": ("grad_of", _grad_of_ones_on_the_cpu, "device-bound"),
+    "grad_of:answer-moved-to-the-cpu": ("grad_of", lambda fn, x: _grad_of_ones(fn, x).cpu(), "device-bound"),
+    "gradient_descent:rows-moved-to-the-cpu": ("gradient_descent", lambda loss_fn, x0, lr, steps: _descent_d2l(
+        loss_fn, x0, lr, steps).to("cpu"), "device-bound"),
     "gradient_descent:rows-on-the-cpu": ("gradient_descent", _descent_rows_on_the_cpu(), "device-bound"),
     "AbsFunction:backward-on-the-cpu": ("AbsFunction", _abs_function("input", lambda g, x: g * torch.sign(x.cpu())),
                                         "device-bound"),
     "AbsFunction:grad-in-forward": ("AbsFunction", _AbsGradInForward, "the torch function this exercise asks"),
     "AbsFunction:kept-on-ctx": ("AbsFunction", _AbsKeptOnCtx, "not-saved-for-backward"),
+    "gradient_descent:snapshots-through-the-cpu": ("gradient_descent", lambda loss_fn, x0, lr, steps: _descent_d2l(
+        loss_fn, x0.cpu().to(x0.device), lr, steps), "fine"),
     "straight_through_round:rounded-on-the-cpu": ("straight_through_round",
                                                   lambda input: input + (input.cpu().round().to(input.device)
                                                                          - input).detach(), "fine"),

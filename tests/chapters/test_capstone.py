@@ -10,6 +10,10 @@
    CrossEntropyLoss, validation in training mode, the test images leaking
    into training) each with its hint.
 4. Known-correct alternatives keep full marks.
+5. Held-out sets (issue 23): training runs in other styles (PyTorch's quickstart, d2l, gradient
+   accumulation, swa_utils.update_bn, Lightning-style steps) get full marks; the same runs with one
+   bug each lose points with the hint naming it; a bug in evaluate costs nothing in fit (fit runs
+   with the course's evaluate); device-bound code loses its device cases without a GPU.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from torch import nn
 
 from autograder.chapters.capstone import BUDGET_S, THRESHOLD, held_out_labels
 from autograder.probes.training import SECONDS, TEST_OUTPUTS, AccuracyJudge
-from tests.conftest import assert_full_marks, assert_reference_equals_oracle, grade_impl, grader, reference
+from tests.conftest import (assert_full_marks, assert_loses_points_naming, assert_reference_equals_oracle, grade_impl,
+                            grader, reference)
 
 STEM = "capstone"
 MARGIN = 0.05  # the reference must beat the threshold by this much
@@ -427,15 +432,18 @@ def test_correct_training_runs_in_other_styles_get_full_marks(name):
 
 # -- held-out training runs with one bug each: they lose points, with the hint naming the bug -------
 
-def _mutant(source_fit, old: str, new: str):
-    """source_fit with one line changed: a student's version of that style with one bug."""
+def _mutant(source_fit, old: str, new: str, *more: tuple[str, str]):
+    """source_fit with one line changed (or more: `more` holds further (old, new) pairs): a student's
+    version of that style with one bug (or several)."""
     import inspect
     import textwrap
 
     source = textwrap.dedent(inspect.getsource(source_fit))
-    assert old in source, old
+    for a, b in ((old, new), *more):
+        assert a in source, a
+        source = source.replace(a, b)
     namespace = dict(globals())
-    exec(compile(source.replace(old, new), f"<mutant of {source_fit.__name__}>", "exec"), namespace)
+    exec(compile(source, f"<mutant of {source_fit.__name__}>", "exec"), namespace)
     return namespace[source_fit.__name__]
 
 
@@ -539,3 +547,130 @@ def test_a_notebook_whose_evaluate_forgets_eval_mode_loses_only_evaluates_points
     checks = {c.name: c for c in wrong_class["train_mode_eval"].checks}
     assert checks["evaluate"].points < checks["evaluate"].max_points
     assert checks["fit"].points == checks["fit"].max_points, checks["fit"].cases
+
+
+# -- device cases ----------------------------------------------------------------------------------
+
+def _evaluate_confusion_on_the_cpu(model, batches, num_classes):
+    """A confusion matrix made without device= and filled from Python numbers: on a GPU it stays on the CPU."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for X, y in batches:
+            for t, p in zip(y.tolist(), model(X).argmax(1).tolist()):
+                confusion[t, p] += 1
+    return confusion.diagonal().sum().item() / confusion.sum().item(), confusion
+
+
+def _evaluate_cpu_counts_added(model, batches, num_classes):
+    """A CPU matrix to which each batch's counts (on the labels' device) are added: a GPU raises."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for X, y in batches:
+            counts = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=y.device)
+            counts.index_put_((y, model(X).argmax(1)), torch.ones_like(y), accumulate=True)
+            confusion += counts
+    return confusion.diagonal().sum().item() / confusion.sum().item(), confusion
+
+
+def _evaluate_one_hot(model, batches, num_classes):
+    """Correct, another style: one-hot matrices multiplied, counts summed, accuracy from a Python sum."""
+    model.eval()
+    total, confusion = 0, None
+    with torch.no_grad():
+        for X, y in batches:
+            p = model(X).argmax(dim=-1)
+            counts = torch.zeros(len(y), num_classes, dtype=torch.int64, device=y.device).scatter_(
+                1, y.unsqueeze(1), 1).T @ torch.zeros(len(y), num_classes, dtype=torch.int64, device=y.device
+                                                         ).scatter_(1, p.unsqueeze(1), 1)
+            confusion = counts if confusion is None else confusion + counts
+            total += len(y)
+    return float(confusion.trace().item()) / total, confusion
+
+
+DEVICE_CASES = {"standardize": ["meta", "simulated CUDA"], "evaluate": ["simulated CUDA"], "fit": []}
+
+
+def test_the_device_cases_of_every_check():
+    """standardize: meta and simulated CUDA; evaluate: simulated CUDA only (an accuracy needs data; there the
+    CPU pass's .item() and .tolist() are replayed); fit: none of its own, its one case trains once more on
+    meta (FitProbe._on_meta), so device-bound training code loses that case, as it would on a GPU."""
+    kinds = {name: [("simulated CUDA" if c.fake_cuda else "meta") for c in p.cases if c.shape_only]
+             for name, p in grader(STEM).prepared.items()}
+    assert kinds == DEVICE_CASES
+    from autograder.probes.training import ON_META
+
+    assert ON_META in grader(STEM).prepared["fit"].cases[0].compare
+
+
+@pytest.mark.parametrize("name, impl, bug", [
+    pytest.param("evaluate", _evaluate_confusion_on_the_cpu, "device-bound", id="evaluate:confusion-on-the-cpu"),
+    pytest.param("evaluate", _evaluate_cpu_counts_added, "device-bound", id="evaluate:cpu-matrix-plus-counts"),
+    pytest.param("fit", _mutant(_accumulating_fit, ".to(X_train.device)", ".to('cpu')"), "model-on-the-cpu",
+                 id="fit:model-on-the-cpu"),
+])
+def test_device_bound_code_loses_its_device_cases_without_a_gpu(name, impl, bug):
+    assert_loses_points_naming(STEM, name, impl, bug)
+
+
+@pytest.mark.parametrize("impl", [_evaluate_one_hot, _loader_evaluate, _sklearn_evaluate])
+def test_correct_evaluations_keep_full_marks_on_the_simulated_gpu(impl):
+    assert_full_marks(STEM, "evaluate", impl)
+
+
+def _standardize_through_numpy(train, *others):
+    """Statistics computed in numpy and made into CPU tensors: on a GPU the outputs come back on the CPU."""
+    mean = torch.from_numpy(train.cpu().numpy().mean(0))
+    std = torch.from_numpy(train.cpu().numpy().std(0))
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return tuple((x.cpu() - mean) / std for x in (train, *others))
+
+
+def test_standardize_through_numpy_loses_its_device_case():
+    assert_loses_points_naming(STEM, "standardize", _standardize_through_numpy, "device-bound")
+
+
+def test_a_run_on_meta_past_its_time_is_not_graded_there(monkeypatch):
+    """The meta run costs Python time per step: past META_S it stops and its outcome is left out (NOT_RUN),
+    never failed."""
+    import autograder.probes.training as training
+    from autograder.probes.fake_cuda import NOT_RUN
+
+    case = grader(STEM).prepared["fit"].cases[0]
+    monkeypatch.setattr(training, "META_S", 0.0)
+    assert grader(STEM).checks["fit"].probe._on_meta(reference(STEM)["fit"], case.kwargs) == NOT_RUN
+
+
+@pytest.mark.parametrize("old, new, mistake", [
+    ("correct += int((predicted == y).sum())", "correct += (predicted == y).sum()", "accuracy-a-tensor"),
+    ("    model.eval()\n", "", "train-mode"),
+    ("index_put_((y, predicted)", "index_put_((predicted, y)", "confusion-transposed"),
+    ("    with torch.inference_mode():\n", "    if True:\n", "autograd-on"),
+], ids=["0-d-tensor-accuracy", "no-eval", "transposed", "no-inference-mode"])
+def test_held_out_evaluations_with_one_bug_lose_points_with_its_hint(old, new, mistake):
+    assert_loses_points_naming(STEM, "evaluate", _mutant(_loader_evaluate, old, new), mistake)
+
+
+def test_a_helper_of_the_students_own_design_that_shares_the_name_is_kept():
+    """fit calls an `evaluate(model, X, y)` of its own design (not the statement's signature): that call goes
+    to the student's function, so the run is graded as written."""
+    namespace = {"torch": torch, "nn": nn, "copy": copy}
+    exec("def evaluate(model, X, y):\n    model.eval()\n    with torch.no_grad():\n"
+         "        return float((model(X).argmax(1) == y).float().mean())\n"
+         + NOTEBOOK_FIT.replace("score, _ = evaluate(net, [(X_val, y_val)], 10)", "score = evaluate(net, X_val, y_val)"),
+         namespace)
+    assert_full_marks(STEM, "fit", namespace["fit"])
+
+
+@pytest.mark.parametrize("name, impl, bugs", [
+    pytest.param("fit", _mutant(_quickstart_fit, "        model.eval()\n", "",
+                                ("            optimizer.zero_grad()\n", "")),
+                 ("no-zero-grad", "validation-in-train-mode"), id="quickstart:no-eval-and-no-zero-grad"),
+    pytest.param("evaluate", _mutant(_loader_evaluate, "    model.eval()\n", "",
+                                     ("index_put_((y, predicted)", "index_put_((predicted, y)")),
+                 ("train-mode", "confusion-transposed"), id="evaluate:no-eval-and-transposed"),
+])
+def test_held_out_code_with_two_bugs_gets_a_hint_for_each(name, impl, bugs):
+    for bug in bugs:
+        assert_loses_points_naming(STEM, name, impl, bug)

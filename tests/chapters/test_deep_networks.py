@@ -276,3 +276,28 @@ def test_the_device_cases_of_every_check():
     kinds = {name: [("simulated CUDA" if c.fake_cuda else "meta") for c in p.cases if c.shape_only]
              for name, p in grader(STEM).prepared.items()}
     assert kinds == DEVICE_CASES
+
+
+def test_the_sandboxed_runner_replays_items_on_the_simulated_gpu(tmp_path):
+    """Through the class runner (the child holds the probe and its replay): norms built from .item() lose the
+    simulated-GPU case only; the meta case cannot be judged (no data) and is left out."""
+    import json
+
+    from autograder.course import source_notebook
+    from autograder.grading import grade_class
+    from autograder.notebook import find_cell
+
+    nb = json.loads(source_notebook(STEM).read_text())
+    cell = find_cell(nb, "layer_grad_norms")
+    cell["source"] = "".join(cell["source"]) + (
+        "\n_norms = layer_grad_norms\ndef layer_grad_norms(net):\n"
+        "    return torch.tensor([g.item() for g in _norms(net)], dtype=next(net.parameters()).dtype)\n")
+    folder = tmp_path / "submitted" / "items" / STEM
+    folder.mkdir(parents=True)
+    (folder / f"{STEM}.ipynb").write_text(json.dumps(nb))
+    (result,) = grade_class(STEM, submissions=tmp_path / "submitted", out=tmp_path / "out", device="cpu", jobs=1,
+                            progress=False)
+    check = next(c for c in result.checks if c.name == "layer_grad_norms")
+    failing = [v for v in check.cases if not v.passed and not v.inconclusive]
+    assert [v.mistake for v in failing] == ["device-bound"] and "got cpu" in failing[0].message, failing
+    assert next(c for c in result.checks if c.name == "dead_unit_fraction").points == 2

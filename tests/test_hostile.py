@@ -414,7 +414,8 @@ LOG_SOFTMAX_BY = {  # log_softmax(input, dim) through torch's own operator, reac
 }
 # Uses torch's function only when no watch is on: the visible tests are watched too, so it never does.
 ONLY_UNWATCHED = ("if torch._C._len_torch_function_stack() == 0:\n        return torch.log_softmax(input, dim)\n"
-                  "    return input - torch.logsumexp(input, dim, keepdim=True)")
+                  "    shifted = input - input.amax(dim, keepdim=True)\n"
+                  "    return shifted - shifted.exp().sum(dim, keepdim=True).log()")
 # student -> the checks the trick costs, beside the honest notebook's points
 BORROWED = {name: {"log_softmax": 0} for name in LOG_SOFTMAX_BY}
 BORROWED["l1_function_off"] = {"l1_loss": 0}  # detection_loss may call l1_loss: it forbids nothing

@@ -172,15 +172,7 @@ def test_prose_types_no_integer_or_number_word_that_no_cell_computed(stem):
                      f"them, or, if definitional, add them to DEFINITIONAL_INTEGERS")
 
 
-# Exercise text owned by the chapter's exercise, not the book: listed until its owner rewrites it.
-TYPED_IN_NOTEBOOK = {
-    "capstone": "states the reference's accuracy ('about 0.97') and a margin ('some 25 images')",
-    "deep_networks": "'a factor of about 4 or more' for the bound 1/max(sigmoid') = 4: 'at least 4'",
-}
-
-
-@pytest.mark.parametrize("stem", [pytest.param(s, marks=pytest.mark.xfail(reason=TYPED_IN_NOTEBOOK[s], strict=True))
-                                  if s in TYPED_IN_NOTEBOOK else s for s in stems()])
+@pytest.mark.parametrize("stem", stems())
 def test_exercise_text_types_no_result(stem):
     bad = numbers_in_words(prose(notebook_text(stem)))
     assert not bad, (f"solutions/{stem}/{stem}.ipynb states {bad}: a result belongs in a cell's output, "

@@ -15,7 +15,8 @@ from autograder.checks import Case, Check, Mistake, combined
 from autograder.inputs import bernoulli, rand, randint, randn
 from autograder.probes import FunctionProbe
 from autograder.probes.function import ParametersProbe
-from autograder.probes.helpers import WithHelpers, course_log_softmax, course_nll_loss
+from autograder.probes.helpers import (WithHelpers, course_binary_cross_entropy_with_logits, course_l1_loss,
+                                       course_log_softmax, course_nll_loss)
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -313,7 +314,7 @@ LOG_SOFTMAX = Check(
     target="log_softmax",
     make_cases=_log_softmax_cases,
     probe=FunctionProbe(),
-    forbidden=("log_softmax", "_log_softmax", "softmax", "_softmax", "cross_entropy"),
+    forbidden=("log_softmax", "_log_softmax", "softmax", "_softmax", "cross_entropy", "logsumexp"),
     mistakes=(
         Mistake("no-max-subtracted", _NO_MAX_HINT,
                 lambda input, dim: torch.log(torch.exp(input) / torch.exp(input).sum(dim, keepdim=True))),
@@ -525,6 +526,10 @@ CROSS_ENTROPY = Check(
 
 # -- the combined detection loss ------------------------------------------------------
 
+DETECTION_NOTE = ("with the course's l1_loss and binary_cross_entropy_with_logits in place of yours (graded on "
+                  "their own: one bug costs once)")
+
+
 def _detection_cases(gen, *, device, dtype):
     cases = []
     for n, box_weight in [(5, 1.0), (8, 2.5), (3, 0.0)]:
@@ -532,7 +537,8 @@ def _detection_cases(gen, *, device, dtype):
         box_target = randn(gen, n, 4, dtype=dtype, device=device)
         logit = randn(gen, n, dtype=dtype, device=device, scale=3.0)
         is_ped = bernoulli(gen, n, dtype=dtype, device=device)
-        cases.append(Case(f"{n} detections ({str(dtype).removeprefix('torch.')}), box_weight={box_weight}",
+        cases.append(Case(f"{n} detections ({str(dtype).removeprefix('torch.')}), box_weight={box_weight}"
+                          + (f"; {DETECTION_NOTE}" if not cases else ""),
                           (box_pred, box_target, logit, is_ped), {"box_weight": box_weight}, dtype))
     box = randn(gen, 4, 4, dtype=dtype, device=device)
     exact = torch.where(torch.rand(4, 4, generator=gen) < 0.5, box.cpu(), randn(gen, 4, 4, dtype=dtype)).to(device)
@@ -547,7 +553,12 @@ DETECTION = Check(
     name="detection_loss",
     target="detection_loss",
     make_cases=_detection_cases,
-    probe=FunctionProbe(grad=(("box_pred", 0), ("class_logit", 2))),
+    # the notebook's detection_loss may call its l1_loss and binary_cross_entropy_with_logits: it gets the
+    # course's (one bug costs once)
+    probe=WithHelpers(FunctionProbe(grad=(("box_pred", 0), ("class_logit", 2))),
+                      (("l1_loss", course_l1_loss),
+                       ("binary_cross_entropy_with_logits", course_binary_cross_entropy_with_logits))),
+    stated=(r"the course's own versions",),
     mistakes=(
         Mistake("box-weight-ignored", "Multiply the box loss by box_weight before adding the classification loss.",
                 lambda bp, bt, cl, ct, box_weight=1.0:

@@ -65,6 +65,13 @@ def _lse_log_softmax(input, dim):
     return input - torch.logsumexp(input, dim=dim, keepdim=True)
 
 
+def test_log_softmax_through_logsumexp_is_the_forbidden_call_the_statement_names():
+    """The statement forbids torch.logsumexp (it does the max trick the exercise teaches)."""
+    result = grade_impl("losses", "log_softmax", _lse_log_softmax)
+    assert result.points == 0
+    assert any("logsumexp" in v.message and "asks you to write yourself" in v.message for v in result.cases)
+
+
 def _float64_l1(input, target, reduction="mean"):
     loss = (input.double() - target.double()).abs()
     loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
@@ -100,7 +107,6 @@ def _penalty_by_loop(loss, parameters, lam):
 
 
 ALTERNATIVES = [
-    pytest.param("log_softmax", _lse_log_softmax, id="log_softmax:logsumexp"),
     pytest.param("l1_loss", _float64_l1, id="l1_loss:float64-then-cast-back"),
     pytest.param("binary_cross_entropy_with_logits", _bce_logits_via_logsigmoid, id="bce_logits:softplus-form"),
     pytest.param("nll_loss", _nll_by_one_hot, id="nll_loss:one-hot-mask"),
@@ -188,7 +194,7 @@ def test_a_bug_in_log_softmax_is_not_paid_for_again_in_cross_entropy():
          "    elif reduction == 'sum':\n        smooth = smooth.sum()\n"
          "    return (1 - label_smoothing) * nll + label_smoothing / input.shape[1] * smooth\n", namespace)
     buggy = namespace["log_softmax"]
-    assert grade_impl(STEM, "log_softmax", buggy).points < grade_impl(STEM, "log_softmax", _lse_log_softmax).points
+    assert grade_impl(STEM, "log_softmax", buggy).points < grade_impl(STEM, "log_softmax", reference(STEM)["log_softmax"]).points
     result = grade_impl(STEM, "cross_entropy", namespace["cross_entropy"])
     assert result.points == result.max_points, [v.message for v in result.cases if not v.passed][:3]
     assert "the course's log_softmax and nll_loss" in result.cases[0].label
@@ -232,3 +238,25 @@ def test_a_penalty_walked_twice_over_model_parameters_is_named():
     result = grade_impl(STEM, "l1_penalized_loss", count_then_sum)
     assert result.points < result.max_points
     assert any("one-pass iterator" in (v.hint or "") for v in result.cases), [v.hint for v in result.cases][:3]
+
+
+def test_a_bug_in_l1_loss_is_not_paid_for_again_in_detection_loss():
+    """detection_loss calls the notebook's l1_loss (wrong: a sum) and binary_cross_entropy_with_logits:
+    graded with the course's in their place, detection_loss keeps full marks, says so in its first case,
+    and the student's functions are put back afterwards."""
+    import torch.nn.functional as F
+
+    namespace = {"torch": torch, "F": F}
+    exec("def l1_loss(input, target, reduction='mean'):\n    return (input - target).abs().sum()\n"
+         "def binary_cross_entropy_with_logits(input, target, weight=None, reduction='mean', pos_weight=None):\n"
+         "    return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)\n"
+         "def detection_loss(box_pred, box_target, class_logit, class_target, box_weight=1.0):\n"
+         "    box = l1_loss(box_pred, box_target, reduction='mean')\n"
+         "    cls = binary_cross_entropy_with_logits(class_logit, class_target, reduction='mean')\n"
+         "    return box_weight * box + cls\n", namespace)
+    own = namespace["l1_loss"]
+    assert grade_impl(STEM, "l1_loss", own).points < grade_impl(STEM, "l1_loss", reference(STEM)["l1_loss"]).points
+    result = grade_impl(STEM, "detection_loss", namespace["detection_loss"])
+    assert result.points == result.max_points, [v.message for v in result.cases if not v.passed]
+    assert "one bug costs once" in result.cases[0].label
+    assert namespace["l1_loss"] is own

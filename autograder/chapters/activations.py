@@ -23,6 +23,7 @@ from autograder.inputs import randn
 from autograder.probes import FunctionProbe
 from autograder.probes.activation_module import ActivationModuleProbe
 from autograder.probes.autograd_function import AutogradFunctionProbe
+from autograder.probes.helpers import WithHelpers, course_sigmoid
 
 
 def _dt(dtype) -> str:
@@ -80,7 +81,7 @@ SIGMOID = Check(
     name="sigmoid",
     target="sigmoid",
     make_cases=_unary_cases,
-    probe=FunctionProbe(),
+    probe=FunctionProbe(guarded=(course_sigmoid,)),  # SigmoidFunction's stand-in for it
     forbidden=("sigmoid", "sigmoid_", "special_expit", "log_sigmoid", "silu", "tanh", "tanh_"),
     mistakes=(
         Mistake("overflow-for-negative-inputs", _OVERFLOW_HINT_SIGMOID,
@@ -478,6 +479,14 @@ def _fn_cases(gen, *, device, dtype):
     return _unary_cases(gen, device=device, dtype=dtype)
 
 
+SIGMOID_HELPER_NOTE = "with the course's sigmoid in place of yours (graded on its own: one bug costs once)"
+
+
+def _sigmoid_fn_cases(gen, *, device, dtype):
+    cases = _fn_cases(gen, device=device, dtype=dtype)
+    return [replace(cases[0], label=f"{cases[0].label}; {SIGMOID_HELPER_NOTE}")] + cases[1:]
+
+
 _BACKWARD_RETURNS_FORWARD = ("backward returns the derivative times grad_output, not the forward's value: "
                              "for sigmoid that is grad_output * s * (1 - s), with s = sigmoid(input) saved in "
                              "forward by ctx.save_for_backward.")
@@ -485,10 +494,12 @@ _BACKWARD_RETURNS_FORWARD = ("backward returns the derivative times grad_output,
 SIGMOID_FUNCTION = Check(
     name="SigmoidFunction",
     target="SigmoidFunction",
-    make_cases=_fn_cases,
-    probe=AutogradFunctionProbe(),
+    make_cases=_sigmoid_fn_cases,
+    # the notebook's SigmoidFunction may call its sigmoid: it gets the course's (one bug costs once)
+    probe=WithHelpers(AutogradFunctionProbe(), (("sigmoid", course_sigmoid),)),
     forbidden=("sigmoid", "sigmoid_", "special_expit", "log_sigmoid", "sigmoid_backward", "grad", "backward",
                "tanh", "tanh_"),
+    stated=(r"the course's own sigmoid",),
     mistakes=(
         Mistake("backward-returns-forward", _BACKWARD_RETURNS_FORWARD, _SigmoidReturnsForward),
         Mistake("derivative-of-the-input", "sigmoid's derivative is s * (1 - s) with s = sigmoid(x), the "

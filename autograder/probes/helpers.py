@@ -47,6 +47,13 @@ def course_binary_cross_entropy_with_logits(input, target, weight=None, reductio
                                               pos_weight=pos_weight)
 
 
+def course_sigmoid(input):
+    """The activations exercise's sigmoid, from exp(-|x|) (SigmoidFunction may call it, and may not call
+    torch's): elementary code, so the sigmoid check guards it (an answer that runs it scores 0)."""
+    e = torch.exp(torch.where(input >= 0, -input, input))
+    return torch.where(input >= 0, 1 / (1 + e), e / (1 + e))
+
+
 HELPERS_NOTE = "the course's {names} in place of yours (graded on their own: one bug costs once)"
 
 
@@ -95,6 +102,10 @@ class WithHelpers:
     @property
     def fake_cuda(self) -> bool:
         return getattr(self.probe, "fake_cuda", False)
+
+    @property
+    def guarded(self) -> tuple:
+        return getattr(self.probe, "guarded", ())
 
     def run(self, impl, case, watch=None) -> dict[str, Any]:
         with helpers_in_place(impl, self.helpers):

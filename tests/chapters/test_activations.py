@@ -359,3 +359,26 @@ def test_hard_coded_cpu_tensor_fails_the_device_case():
     assert all(not v.passed for v in device_cases)
     assert result.passed == result.total - len(device_cases)  # every other case passes
 
+
+
+def test_a_bug_in_sigmoid_is_not_paid_for_again_in_sigmoid_function():
+    """SigmoidFunction calls the notebook's sigmoid (wrong: it overflows): graded with the course's in its
+    place, SigmoidFunction keeps full marks and says why; the course's sigmoid used as the notebook's own
+    sigmoid scores 0 there (the sigmoid check guards it)."""
+    from autograder.probes.helpers import course_sigmoid
+
+    namespace = {"torch": torch}
+    exec("def sigmoid(input):\n    return 1 / (1 + torch.exp(-input))\n"
+         "class SigmoidFunction(torch.autograd.Function):\n"
+         "    @staticmethod\n    def forward(ctx, input):\n        out = sigmoid(input)\n"
+         "        ctx.save_for_backward(out)\n        return out\n"
+         "    @staticmethod\n    def backward(ctx, grad_output):\n        (out,) = ctx.saved_tensors\n"
+         "        return grad_output * out * (1 - out)\n", namespace)
+    own = namespace["sigmoid"]
+    assert grade_impl("activations", "sigmoid", own).points < grade_impl("activations", "sigmoid",
+                                                                        reference("activations")["sigmoid"]).points
+    result = grade_impl("activations", "SigmoidFunction", namespace["SigmoidFunction"])
+    assert result.points == result.max_points, [v.message for v in result.cases if not v.passed][:3]
+    assert "the course's sigmoid" in result.cases[0].label and namespace["sigmoid"] is own
+    borrowed = grade_impl("activations", "sigmoid", course_sigmoid)
+    assert borrowed.points == 0 and "grader's own course_sigmoid" in borrowed.cases[0].message

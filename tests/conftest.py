@@ -51,7 +51,6 @@ def pytest_sessionfinish(session, exitstatus):
 from autograder.course import stems  # noqa: E402
 
 
-@lru_cache(maxsize=None)
 def full_points(stem: str) -> float:
     """A notebook's points (its check cells'): what the honest notebook of `stem` earns."""
     from autograder.course import source_notebook
@@ -61,6 +60,7 @@ def full_points(stem: str) -> float:
                      if c["metadata"].get("nbgrader", {}).get("grade_id", "").startswith("check_")))
 
 
+@lru_cache(maxsize=None)
 def grader(stem: str):
     from autograder.grading import Grader
 

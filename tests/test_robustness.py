@@ -164,7 +164,7 @@ def test_answers_of_the_wrong_shape_fail_their_cases_only(graded, student):
 def test_text_that_is_not_utf8_is_cleaned_everywhere(graded):
     results, out = graded[0], graded[1]
     r = results["lone_surrogate"]
-    assert r["score"] == results["twin_raises"]["score"] < 16
+    assert r["score"] == results["twin_raises"]["score"] < FULL
     for path in [out / "results" / STEM / "lone_surrogate.json", out / "feedback" / "lone_surrogate" / f"{STEM}.html",
                  out / "report.html"]:
         text = path.read_bytes().decode("utf-8")  # strict: every file is valid UTF-8

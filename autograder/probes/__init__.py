@@ -12,6 +12,9 @@ graded code inside `with watch:` (when watch is not None) so forbidden calls
 are seen. One module per kind of graded object:
 
     core.py               what every probe shares: call watching, run_probe
+    watchnames.py         every name a forbidden torch function goes by, read from torch
+    helpers.py            the course's stand-ins for a graded helper another check calls (one bug costs once)
+    replay.py             .item()/.tolist()/.numpy() on the simulated device, replayed from the CPU pass
     fake_cuda.py          a forward pass on a simulated CUDA device (machines without a GPU)
     function.py           a function: output and input gradients (also over model.parameters())
     module.py             an nn.Module class or a builder of one: parameters, forward, .to()
@@ -20,6 +23,8 @@ are seen. One module per kind of graded object:
     optimizer.py          an optimizer class over K steps, and a training loop
     gradient.py           a function of a function: a gradient helper, a gradient-descent loop
     model_diagnostic.py   a diagnostic function of a model the probe builds
+    training.py           the capstone: standardize, evaluate and a whole training run
+    optim_problems.py     the small problems the optimizer probes run on
 
 Chapters import the probe classes from their modules directly.
 """

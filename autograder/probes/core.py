@@ -128,8 +128,8 @@ def _guard_starts() -> None:
     sys.addaudithook(_audit)
 
 
-def _off_the_thread() -> str | None:
-    """TAMPERED when a thread or process starter was put back, else None."""
+def _starter_put_back() -> str | None:
+    """TAMPERED when a thread or process starter was put back (around the watch), else None."""
     if any(getattr(module, attr, None) is not start for module, attr, start in _STARTS):
         return TAMPERED
     return None
@@ -338,7 +338,7 @@ class _CallWatch(TorchFunctionMode):
         below.__enter__()
         self._below.append(below)
         ACTIVE.append(self)
-        off = _off_the_thread()
+        off = _starter_put_back()
         if off:
             self.record(off)
         self._entries.append([None, sys.getprofile(), _other_threads()])
@@ -357,7 +357,7 @@ class _CallWatch(TorchFunctionMode):
             self.record(TAMPERED)
         if hook is not None or sys.getprofile() is not previous:
             _set_profile(previous)
-        off = _off_the_thread()
+        off = _starter_put_back()
         if off:
             self.record(off)
         if ACTIVE and ACTIVE[-1] is self:
@@ -451,13 +451,11 @@ def to_wire(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     plain: dict[str, Any] = {}
     devices: dict[str, str] = {}
     for key, v in values.items():
-        if isinstance(v, torch.Tensor) and type(v) is not torch.Tensor and _is_fake(v):
-            devices[key] = str(v.device)  # a simulated device's tensor: shape, dtype and device only
-            plain[key] = torch.zeros(tuple(v.shape), dtype=v.dtype)
-        elif isinstance(v, torch.Tensor):
-            t = v.detach()
-            if type(t) is not torch.Tensor and _is_fake(t):  # a subclass whose detach gave a simulated one
-                devices[key] = str(t.device)
+        if isinstance(v, torch.Tensor):
+            # a simulated device's tensor (or a subclass whose detach gives one) is not detached again
+            t = v if type(v) is not torch.Tensor and _is_fake(v) else v.detach()
+            if type(t) is not torch.Tensor and _is_fake(t):
+                devices[key] = str(t.device)  # shape, dtype and device only
                 plain[key] = torch.zeros(tuple(t.shape), dtype=t.dtype)
                 continue
             if type(t) is not torch.Tensor:

@@ -408,9 +408,11 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 
 
 def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str = "cpu",
-                 limits: Limits | None = None, hide=(), zygote: ZygoteHandle | None = None) -> ZygoteHandle:
+                 limits: Limits | None = None, hide=(), zygote: ZygoteHandle | None = None,
+                 expected: int = 1) -> ZygoteHandle:
     """Start the sandbox's zygote (it imports torch while the grader loads the
-    references), or, given `zygote`, hand it the grader's inputs and wait for it."""
+    references), or, given `zygote`, hand it the grader's inputs and the number of
+    submissions it will fork for (`expected`), and wait for it."""
     if zygote is None:
         limits = limits or Limits()
         try:
@@ -422,7 +424,7 @@ def start_zygote(grader: Grader | None, *, stem: str | None = None, device: str 
                               conceal=[str(root)] if root else [])
         if grader is None:
             return zygote
-    return zygote.start({name: p.cases for name, p in grader.prepared.items()})
+    return zygote.start({name: p.cases for name, p in grader.prepared.items()}, expected=expected)
 
 
 def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto", jobs: int | None = None,
@@ -446,7 +448,7 @@ def grade_class(stem: str, *, submissions: Path, out: Path, device: str = "auto"
     try:
         grader = Grader(stem, device=device)
         if zygote is not None:
-            start_zygote(grader, zygote=zygote)
+            start_zygote(grader, zygote=zygote, expected=len(mine))
         jobs = max(1, jobs or os.cpu_count() or 1)
         results: list[SubmissionResult] | StoredResults = [] if keep else StoredResults(out, stem)
         unwritten: set[str] = set()  # results whose file could not be written (kept in memory)

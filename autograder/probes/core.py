@@ -201,6 +201,9 @@ def _internal(frame) -> bool:
 
 
 _HANDLERS: dict = {}  # type -> whether it has a __torch_function__ or __torch_dispatch__ of its own
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter, torch._C.TensorBase})  # torch's own: no handlers of their own
+_FUNCTION = type(_internal)
+_LABELS: dict = {}  # watch names -> {torch function or operator: its label, or None}; see _CallWatch.label_of
 
 
 def _own_handlers(cls) -> bool:
@@ -265,14 +268,26 @@ class _DispatchWatch(TorchDispatchMode):
     def __init__(self, watch: "_CallWatch"):
         super().__init__()
         self.watch = watch
+        self.labels = watch.labels
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No dynamo wrapper around __torch_dispatch__ (torch adds one to every dispatch mode by
+        default, about 1 µs an operator): nothing is compiled while a watch is on."""
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = op_name(func) or getattr(func, "__name__", "")
-        if name in self.watch.names:
-            self.watch.record(f"torch.ops.aten.{name}")
-        if any(_own_handlers(t) for t in types):
-            self.watch.hook_on()
-        return func(*args, **(kwargs or {}))
+        try:
+            label = self.labels[func]
+        except (KeyError, TypeError):
+            label = self.watch.label_of(func)
+        if label is not None:
+            self.watch.record(label)
+        for t in types:
+            if t not in _PLAIN and _own_handlers(t):
+                self.watch.hook_on()
+                break
+        return func(*args) if kwargs is None else func(*args, **kwargs)
 
 
 class _CallWatch(TorchFunctionMode):
@@ -299,6 +314,7 @@ class _CallWatch(TorchFunctionMode):
         super().__init__()
         self.names = watch_names(tuple(names))
         self.codes, self.builtins = watched_objects(self.names)
+        self.labels = _LABELS.setdefault(self.names, {})  # func -> label or None, shared by the watches of names
         # the grader's own code for the graded function (a helper another check runs in place of the
         # student's): importable in the child, so graded code that runs it is recorded, whoever calls it
         self.guarded = {fn.__code__: f"{COURSE_CODE} {fn.__name__}" for fn in guarded}
@@ -312,18 +328,36 @@ class _CallWatch(TorchFunctionMode):
         if what not in self.seen:
             self.seen.append(what)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def label_of(self, func) -> str | None:
+        """What a call of `func` (a torch function, method or operator) is recorded as: None when
+        it is not forbidden. Worked out once a function for each set of names (`labels`), except
+        for a Python function of the graded code's own (its name may change between calls)."""
         if isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
             name = op_name(func)
-            if name in self.names:
-                self.record(f"torch.ops.aten.{name}")
+            label = f"torch.ops.aten.{name}" if name in self.names else None
         else:
             name = getattr(func, "__name__", "")
-            if name in self.names:
-                self.record(f"{getattr(func, '__module__', None) or 'torch'}.{name}")
-        if any(_own_handlers(t) for t in types):
-            self.hook_on()
-        return func(*args, **(kwargs or {}))
+            label = f"{getattr(func, '__module__', None) or 'torch'}.{name}" if name in self.names else None
+            if type(func) is _FUNCTION and not str(getattr(func, "__module__", "")).startswith("torch"):
+                return label
+        try:
+            self.labels[func] = label
+        except TypeError:  # unhashable: worked out at every call
+            pass
+        return label
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        try:
+            label = self.labels[func]
+        except (KeyError, TypeError):
+            label = self.label_of(func)
+        if label is not None:
+            self.record(label)
+        for t in types:
+            if t not in _PLAIN and _own_handlers(t):
+                self.hook_on()
+                break
+        return func(*args) if kwargs is None else func(*args, **kwargs)
 
     def hook_on(self) -> None:
         """Turn the profile hook on for the rest of this entry: a Tensor subclass with handlers of

@@ -76,15 +76,17 @@ class ZygoteHandle:
         self._next_uid = 0
         self.mode = self.warning = None
 
-    def start(self, cases: dict[str, list[Case]]) -> "ZygoteHandle":
-        """Hand the zygote every check's inputs; wait until it is ready to fork."""
+    def start(self, cases: dict[str, list[Case]], expected: int = 1) -> "ZygoteHandle":
+        """Hand the zygote every check's inputs and the number of children the run `expected`s
+        (a class has its memory put in huge pages first: sandbox/hugepages.py); wait until it
+        is ready to fork."""
         cpu_cases, devices = {}, {}
         for name, cs in cases.items():
             cpu_cases[name] = [c.map_tensors(lambda t: t.cpu() if t.device.type not in ("cpu", "meta") else t)
                                for c in cs]
             devices[name] = [[str(t.device) for t in c.tensors()] for c in cs]
         cfg = pickle.dumps({"stem": self.stem, "device": self.device, "limits": self.limits,
-                            "cases": cpu_cases, "devices": devices})
+                            "cases": cpu_cases, "devices": devices, "expected": expected})
         try:
             self._proc.stdin.write(struct.pack("<Q", len(cfg)) + cfg)
             self._proc.stdin.close()

@@ -89,21 +89,24 @@ def scan(cells: list[Cell], checks: dict) -> list[Problem]:
     problems: list[Problem] = []
     targets = {c.target: set(c.forbidden) for c in checks.values() if c.forbidden}
     for cell in cells:
-        if cell.cell_type != "code" or not (any(f"def {t}" in cell.source or f"class {t}" in cell.source
-                                                 for t in targets)
-                                             or any(tool in cell.source for tool in TAMPER_TOOLS)):
+        if cell.cell_type != "code":
+            continue
+        defines = [t for t in targets if f"def {t}" in cell.source or f"class {t}" in cell.source]
+        tooled = any(tool in cell.source for tool in TAMPER_TOOLS)
+        if not (defines or tooled):
             continue  # nothing to look at: no parse (most cells)
         tree = _parse(cell)
         if tree is None:
             continue
-        for node in ast.walk(tree):
+        for node in (ast.walk(tree) if defines else ()):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in targets:
                 for what in _findings(node, targets[node.name])[:5]:
                     problems.append(Problem("suspected", f"cell {cell.number}: {node.name} {what}; its exercise "
                                                          "asks you to write it without torch's own version (a "
                                                          "name in the source costs no points: only a call the "
                                                          "grader sees does)"))
-        tools = sorted({n for n in (_chain(x) for x in ast.walk(tree) if isinstance(x, (ast.Attribute, ast.Name)))
+        tools = sorted({n for n in (_chain(x) for x in (ast.walk(tree) if tooled else ())  # no tool's name
+                                    if isinstance(x, (ast.Attribute, ast.Name)))  # in the text: none in the tree
                         if n and n.rsplit(".", 1)[-1] in TAMPER_TOOLS})
         if tools:
             problems.append(Problem("suspected", f"cell {cell.number} uses {', '.join(tools[:4])}, which can switch "

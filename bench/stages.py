@@ -158,8 +158,8 @@ def watch_zygote(meter: _Meter) -> None:
     H = handle.ZygoteHandle
     start, close = H.start, H.close
 
-    def started(self, cases):
-        out = start(self, cases)
+    def started(self, cases, **kwargs):
+        out = start(self, cases, **kwargs)
         meter.zygote = {"pid": _zygote_pid(self)}
         meter.zygote["ready"] = _proc_cpu(meter.zygote["pid"])
         return out

@@ -267,3 +267,57 @@ def test_the_childs_reset_undoes_what_a_full_restore_undoes(monkeypatch, tags):
         assert torch.equal(torch.ones(1) + torch.ones(1), torch.full((1,), 2.0))
     pristine.reset()  # nothing changed: nothing to undo
     assert torch.nn.functional.relu is relu
+
+
+def _anon_huge_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_collapsing_into_huge_pages_keeps_every_byte(tmp_path):
+    """sandbox/hugepages.py: the memory is the same after, whether or not the kernel could collapse it."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, os\n"
+            "from autograder.sandbox.hugepages import collapse_private_memory\n"
+            "buf = bytearray(os.urandom(1 << 16) * 256)\n"  # 16 MiB on the heap
+            "before = hashlib.sha256(buf).hexdigest()\n"
+            "done = collapse_private_memory()\n"
+            "huge = [int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages:')]\n"
+            "print(done, huge[0] if huge else 0, hashlib.sha256(buf).hexdigest() == before)\n")
+    done, huge, same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.split()
+    assert same == "True"
+    assert (int(done) > 0) == (int(huge) > 0), "collapsed bytes reported but none in huge pages, or the reverse"
+
+
+def test_a_zygote_in_huge_pages_grades_exactly_as_one_without(grader, tmp_path):
+    """A class's zygote (`expected` at least hugepages.WORTH) has its memory collapsed before its
+    first fork; its children grade every submission as a zygote that was not collapsed does."""
+    from autograder.course import source_notebook
+    from autograder.grading import grade_submission, start_zygote
+    from autograder.sandbox import hugepages
+    from bench.grading import make_submissions
+    from bench.stages import _zygote_pid
+
+    subs = make_submissions(tmp_path / "class", 4, source_notebook(STEM))  # the fourth with a known mistake
+    by = {}
+    for expected in (1, hugepages.WORTH):
+        zygote = start_zygote(None, stem=STEM, device="cpu", hide=[str(tmp_path)])
+        start_zygote(grader, zygote=zygote, expected=expected)
+        try:
+            huge = _anon_huge_kib(_zygote_pid(zygote))
+            by[expected] = (huge, [grade_submission(grader, s, p.parent, zygote=zygote) for s, p in sorted(subs.items())])
+        finally:
+            zygote.close()
+    assert by[1][0] == 0 or by[hugepages.WORTH][0] > by[1][0]
+    plain, collapsed = by[1][1], by[hugepages.WORTH][1]
+    for a, b in zip(plain, collapsed):
+        assert [(c.grade_id, c.points, c.passed, c.total, [dataclasses.astuple(v) for v in c.cases])
+                for c in a.checks] == \
+               [(c.grade_id, c.points, c.passed, c.total, [dataclasses.astuple(v) for v in c.cases])
+                for c in b.checks]
+    assert plain[3].score < plain[0].score == plain[0].max_score

@@ -197,3 +197,33 @@ def test_a_renamed_notebook_gets_status_renamed(tmp_path):
     (tmp_path / "losses.ipynb").write_text("{}")  # the right name, and an extra notebook: not a rename
     _, problems = find_notebook(tmp_path, "losses")
     assert status_of(_result(problems=problems)) == "graded"
+
+
+@pytest.mark.parametrize("text", ["2026-12-06 14:05:00.123456 UTC", "2026-12-06 14:05:00 America/New_York",
+                                  "2026-12-06 14:05:00 -0500", "2026-12-06 14:05:00 +0130", "2026-12-06T14:05:00Z",
+                                  "2026-12-06 14:05:00", "2026-12-06T14:05:00+09:00", "Dec 6 2026 2pm",
+                                  "2026-12-06 14:05:00 Europe/Berlin"])
+def test_timestamps_are_read_as_nbgrader_reads_them(text):
+    """course_config.parse_utc is nbgrader.utils.parse_utc without importing nbgrader."""
+    from nbgrader.utils import parse_utc as nbgraders
+
+    from autograder.course_config import parse_time, parse_utc
+
+    assert parse_utc(text) == nbgraders(text)
+    assert parse_time(f"  {text}\n") == nbgraders(text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "not a time", "2026-13-45 99:00:00", None])
+def test_an_unreadable_timestamp_is_none(text):
+    from autograder.course_config import parse_time
+
+    assert parse_time(text) is None
+
+
+def test_reading_a_timestamp_does_not_import_nbgrader():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom autograder.course_config import parse_time\n"
+            "assert parse_time('2026-12-06 14:05:00 UTC') is not None\nprint('nbgrader' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

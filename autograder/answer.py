@@ -163,24 +163,38 @@ def _raw_bytes(t: torch.Tensor) -> bytes:
         return bytes(t.tolist())
 
 
-def _unpack_tensor(blob: torch.Tensor, entry: Any) -> torch.Tensor:
-    if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
-            and isinstance(entry[1], list) and len(entry[1]) <= MAX_DIMS
-            and all(type(x) is int for x in (*entry[1], entry[2], entry[3]))):
+def _unpack_tensor(blob: torch.Tensor, entry: Any, flats: dict | None = None) -> torch.Tensor:
+    """The tensor `entry` (dtype, shape, offset, size) indexes in the message's blob, checked
+    against the blob's bounds and alignment. `flats` holds the blob viewed as each dtype met so
+    far (the blob is padded to 16 bytes, so every view is whole): a tensor is then one slice
+    and one view of it."""
+    if not (type(entry) is list and len(entry) == 4 and type(entry[0]) is str and type(entry[1]) is list
+            and len(entry[1]) <= MAX_DIMS and type(entry[2]) is int and type(entry[3]) is int):
         raise MalformedAnswer("a tensor's index entry is not (dtype, shape, offset, size)")
     dtype_name, shape, offset, size = entry
     dtype = _DTYPES.get(dtype_name)
     if dtype is None:
         raise MalformedAnswer(f"unknown dtype {clean(dtype_name, 40)!r}")
-    if any(s < 0 for s in shape) or math.prod(shape) > MAX_ELEMENTS:
+    n = 1
+    for s in shape:
+        if type(s) is not int or s < 0:
+            raise MalformedAnswer("a tensor's shape is out of range")
+        n *= s
+    if n > MAX_ELEMENTS:
         raise MalformedAnswer("a tensor's shape is out of range")
-    n, itemsize = math.prod(shape), _ITEMSIZE[dtype_name]
+    itemsize = _ITEMSIZE[dtype_name]
     if size != n * itemsize or not 0 <= offset <= blob.numel() - size:
         raise MalformedAnswer("a tensor lies outside the message")
     if offset % itemsize:
         raise MalformedAnswer("a tensor is not aligned in the message")
     # a view of the message's own copy (decode's bytearray, which nothing else holds): no copy per tensor
-    return blob[offset:offset + size].view(dtype).reshape(shape)
+    if flats is None:
+        return blob[offset:offset + size].view(dtype).reshape(shape)
+    flat = flats.get(dtype)
+    if flat is None:
+        flat = flats[dtype] = flats[None].view(dtype)
+    start = offset // itemsize
+    return flat[start:start + n].view(shape)
 
 
 def decode(data: bytes) -> dict:
@@ -196,8 +210,10 @@ def decode(data: bytes) -> dict:
                     and isinstance(obj.get("index"), list)):
                 raise MalformedAnswer("records without their index")
             rest = data[9 + size:]
-            blob = torch.frombuffer(bytearray(rest), dtype=torch.uint8) if rest else torch.empty(0, dtype=torch.uint8)
-            tensors = [_unpack_tensor(blob, e) for e in obj["index"]]
+            padded = bytearray(rest) + bytes(-len(rest) % 16 or (0 if rest else 16))
+            blob = torch.frombuffer(padded, dtype=torch.uint8)[:len(rest)]  # bounds: the message's own bytes
+            flats = {None: torch.frombuffer(padded, dtype=torch.uint8)}
+            tensors = [_unpack_tensor(blob, e, flats) for e in obj["index"]]
             for r in obj["records"]:
                 if not isinstance(r, dict) or not isinstance(r.get("values"), dict):
                     raise MalformedAnswer("a record without values")

@@ -17,6 +17,7 @@ taken only for what the watch saw (docs/sandbox.md).
 from __future__ import annotations
 
 import ast
+import collections
 import threading
 
 from autograder.execute import to_python
@@ -66,6 +67,26 @@ def _findings(tree: ast.AST, forbidden: set[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_BODIES = frozenset({"body", "orelse", "finalbody", "handlers", "cases"})  # where statements hold statements
+
+
+def _definitions(tree: ast.AST):
+    """Every function and class defined in tree, at any depth (in a class, a function, an if, a
+    try, a with, a loop, a match), in the order ast.walk gives them: a definition is a statement,
+    so only statements are visited, never the expressions that make up most of a tree."""
+    queue = collections.deque([tree])
+    while queue:
+        node = queue.popleft()
+        if isinstance(node, _DEFINITIONS):
+            yield node
+        for field in node._fields:
+            if field in _BODIES:
+                children = getattr(node, field, None)
+                if type(children) is list:
+                    queue.extend(children)
+
+
 # CPython 3.11 (before 3.11.8) keeps ast.parse's recursion count per interpreter, not per
 # thread: two graders' threads parsing at once raise "SystemError: AST constructor recursion
 # depth mismatch". One parse at a time.
@@ -98,8 +119,8 @@ def scan(cells: list[Cell], checks: dict) -> list[Problem]:
         tree = _parse(cell)
         if tree is None:
             continue
-        for node in (ast.walk(tree) if defines else ()):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in targets:
+        for node in (_definitions(tree) if defines else ()):
+            if node.name in targets:
                 for what in _findings(node, targets[node.name])[:5]:
                     problems.append(Problem("suspected", f"cell {cell.number}: {node.name} {what}; its exercise "
                                                          "asks you to write it without torch's own version (a "

@@ -321,3 +321,35 @@ def test_a_zygote_in_huge_pages_grades_exactly_as_one_without(grader, tmp_path):
                [(c.grade_id, c.points, c.passed, c.total, [dataclasses.astuple(v) for v in c.cases])
                 for c in b.checks]
     assert plain[3].score < plain[0].score == plain[0].max_score
+
+
+@pytest.mark.parametrize("change", ["into the padding", "negative dim", "float dim", "bool offset", "past the end",
+                                    "size not the shape's", "unknown dtype"])
+def test_the_codec_refuses_a_forged_index_entry(change):
+    """decode views the blob padded to 16 bytes: no entry reaches past the message's own bytes,
+    and every field of an entry is checked before any view is made."""
+    import struct
+
+    from autograder.answer import MalformedAnswer, decode, encode_records
+
+    data = encode_records("answers", [{"values": {"x": torch.ones(3, dtype=torch.float32)}}])
+    (size,) = struct.unpack("<Q", data[1:9])
+    meta, blob = json.loads(data[9:9 + size]), data[9 + size:]
+    entry = meta["index"][0]  # ["torch.float32", [3], 0, 12]
+    if change == "into the padding":
+        entry[1], entry[3] = [len(blob) // 4 + 1], (len(blob) // 4 + 1) * 4
+    elif change == "negative dim":
+        entry[1] = [-3]
+    elif change == "float dim":
+        entry[1] = [3.0]
+    elif change == "bool offset":
+        entry[2] = False
+    elif change == "past the end":
+        entry[2] = len(blob)
+    elif change == "size not the shape's":
+        entry[3] = 8
+    else:
+        entry[0] = "torch.float128"
+    forged = json.dumps(meta).encode()
+    with pytest.raises(MalformedAnswer):
+        decode(b"R" + struct.pack("<Q", len(forged)) + forged + blob)

@@ -147,3 +147,57 @@ def test_python_missing_from_the_root_falls_back_with_one_line(monkeypatch, capf
         assert "its secrets stay covered" in z.warning
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "no root of its own" in err, err
+
+
+def test_concurrent_runs_take_uid_blocks_of_their_own_and_give_them_back():
+    """Two runs on one machine (two shards on a node) never share a child's uid: each holds a
+    block of UID_SLOTS while it runs, and the block is free again when it ends."""
+    from autograder.sandbox.handle import UID_SLOTS, reserve_uid_block
+
+    base = 1_900_000_000 + 37 * UID_SLOTS * 64  # a base no real run uses, so a run beside this test does not matter
+    first, lease1 = reserve_uid_block(base)
+    second, lease2 = reserve_uid_block(base)
+    assert lease1 is not None and lease2 is not None
+    assert first == base and second == base + UID_SLOTS
+    lease1.close()
+    again, lease3 = reserve_uid_block(base)
+    assert again == base  # the first block, given back
+    for lease in (lease2, lease3):
+        lease.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="children get uids of their own only under a root grader")
+def test_two_zygotes_at_once_run_their_children_as_different_uids():
+    import pickle
+    import time
+
+    from autograder.answer import decode
+    from autograder.sandbox import Limits, ZygoteHandle, secret_paths
+    from autograder.sandbox.channel import Channel
+    from autograder.sandbox.limits import MAX_MESSAGE
+
+    def uid_of_a_child(z) -> int:
+        pid, pidfd, sock = z.spawn()
+        conn = Channel(sock, limit=MAX_MESSAGE)
+        try:
+            assert decode(conn.receive(time.monotonic() + 60))["kind"] == "ready"
+            conn.queue(pickle.dumps(("cell", 0, "import os\nprint(os.getuid())")))
+            reply = decode(conn.receive(time.monotonic() + 60))
+            assert reply["ok"], reply
+            return int(reply["stdout"].split()[-1])
+        finally:
+            conn.close()
+            if pidfd is not None:
+                os.close(pidfd)
+
+    root = str(course_root())
+    with ZygoteHandle(STEM, device="cpu", limits=Limits(), hide=secret_paths(root), conceal=[root]) as a, \
+            ZygoteHandle(STEM, device="cpu", limits=Limits(), hide=secret_paths(root), conceal=[root]) as b:
+        from autograder.grading import Grader
+
+        cases = {name: p.cases for name, p in Grader(STEM, device="cpu").prepared.items()}
+        a.start(cases)
+        b.start(cases)
+        ua, ub = uid_of_a_child(a), uid_of_a_child(b)
+    assert ua != ub
+    assert abs(ua - ub) >= 4096 - 1  # different blocks, not neighbours in one

@@ -46,6 +46,29 @@ def zygote_program() -> str:
     return Path(newroot.__file__).read_text() + f"\nSTAGE2 = {STAGE2!r}\n" + BOOTSTRAP
 
 
+UID_BLOCKS = 4096  # blocks of UID_SLOTS uids a machine's concurrent runs take from (uid_base up)
+
+
+def reserve_uid_block(uid_base: int) -> tuple[int, socket.socket | None]:
+    """(the first uid of a block of UID_SLOTS no other run on this machine is using, what holds
+    the block). Each run's children get uids of their own, so that two runs at once (two shards
+    on one node, two instructors) never share a uid: one run's child could otherwise signal the
+    other's, and count against its process limit. A block is held by binding an abstract UNIX
+    socket named after it (no file is written; the kernel frees the name when the run ends, even
+    killed); close the socket to give it back. Where no name can be bound, the first block."""
+    for k in range(UID_BLOCKS):
+        base = uid_base + k * UID_SLOTS
+        if base + UID_SLOTS > 2 ** 32 - 2:
+            break
+        lease = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            lease.bind(f"\0autograder-uids-{base}")
+            return base, lease
+        except OSError:
+            lease.close()
+    return uid_base, None
+
+
 class ZygoteHandle:
     """The grader's handle on one zygote (one chapter, one device, one run)."""
 
@@ -73,6 +96,7 @@ class ZygoteHandle:
         self._relay = threading.Thread(target=self._relay_stderr, daemon=True)
         self._relay.start()
         self._lock = threading.Lock()
+        self._uid_base, self._uid_lease = reserve_uid_block(self.limits.uid_base)
         self._next_uid = 0
         self.mode = self.warning = None
 
@@ -127,7 +151,7 @@ class ZygoteHandle:
         """A new child: (pid, a pidfd or None, the grader's end of its socket)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with self._lock:
-            uid = self.limits.uid_base + self._next_uid % UID_SLOTS
+            uid = self._uid_base + self._next_uid % UID_SLOTS
             self._next_uid += 1
             try:
                 socket.send_fds(self._ctl, [pickle.dumps(("spawn", uid))], [theirs.fileno()])
@@ -156,6 +180,9 @@ class ZygoteHandle:
         if self._root:
             shutil.rmtree(self._root, ignore_errors=True)  # the empty folder the zygote's root was built on
             self._root = None
+        if self._uid_lease is not None:  # the uid block, free for the next run (the children are gone)
+            self._uid_lease.close()
+            self._uid_lease = None
 
     def __enter__(self):
         return self

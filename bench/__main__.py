@@ -7,8 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["grading", "book", "stages", "memory", "cases"]  # each module has main(argv) -> int
-DEFAULT = ["grading", "book"]  # run when none is named (stages, memory and cases are diagnostics, run by name)
+MODULES = ["grading", "book", "stages", "memory", "cases", "floor"]  # each module has main(argv) -> int
+DEFAULT = ["grading", "book"]  # run when none is named (stages, memory, cases and floor are diagnostics, run by name)
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,6 @@ into a failed case, never into an exception in the grader.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,7 +162,7 @@ def _raw_bytes(t: torch.Tensor) -> bytes:
         return bytes(t.tolist())
 
 
-def _unpack_tensor(blob: torch.Tensor, entry: Any, flats: dict | None = None) -> torch.Tensor:
+def _unpack_tensor(blob: torch.Tensor, entry: Any, flats: dict) -> torch.Tensor:
     """The tensor `entry` (dtype, shape, offset, size) indexes in the message's blob, checked
     against the blob's bounds and alignment. `flats` holds the blob viewed as each dtype met so
     far (the blob is padded to 16 bytes, so every view is whole): a tensor is then one slice
@@ -188,8 +187,6 @@ def _unpack_tensor(blob: torch.Tensor, entry: Any, flats: dict | None = None) ->
     if offset % itemsize:
         raise MalformedAnswer("a tensor is not aligned in the message")
     # a view of the message's own copy (decode's bytearray, which nothing else holds): no copy per tensor
-    if flats is None:
-        return blob[offset:offset + size].view(dtype).reshape(shape)
     flat = flats.get(dtype)
     if flat is None:
         flat = flats[dtype] = flats[None].view(dtype)
@@ -210,9 +207,9 @@ def decode(data: bytes) -> dict:
                     and isinstance(obj.get("index"), list)):
                 raise MalformedAnswer("records without their index")
             rest = data[9 + size:]
-            padded = bytearray(rest) + bytes(-len(rest) % 16 or (0 if rest else 16))
-            blob = torch.frombuffer(padded, dtype=torch.uint8)[:len(rest)]  # bounds: the message's own bytes
-            flats = {None: torch.frombuffer(padded, dtype=torch.uint8)}
+            # padded to 16 bytes (never empty: torch.frombuffer refuses an empty buffer)
+            flats = {None: torch.frombuffer(bytearray(rest) + bytes(-len(rest) % 16 if rest else 16), dtype=torch.uint8)}
+            blob = flats[None][:len(rest)]  # the bounds: the message's own bytes
             tensors = [_unpack_tensor(blob, e, flats) for e in obj["index"]]
             for r in obj["records"]:
                 if not isinstance(r, dict) or not isinstance(r.get("values"), dict):

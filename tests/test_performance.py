@@ -276,8 +276,9 @@ def _anon_huge_kib(pid: int) -> int:
     return 0
 
 
-def test_collapsing_into_huge_pages_keeps_every_byte(tmp_path):
-    """sandbox/hugepages.py: the memory is the same after, whether or not the kernel could collapse it."""
+def _collapse_elsewhere() -> tuple[int, int, bool]:
+    """In a fresh Python: (bytes collapse_private_memory says it collapsed, KiB in huge pages
+    after, whether 16 MiB of random bytes are unchanged)."""
     import subprocess
     import sys
 
@@ -290,8 +291,14 @@ def test_collapsing_into_huge_pages_keeps_every_byte(tmp_path):
             "print(done, huge[0] if huge else 0, hashlib.sha256(buf).hexdigest() == before)\n")
     done, huge, same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.split()
-    assert same == "True"
-    assert (int(done) > 0) == (int(huge) > 0), "collapsed bytes reported but none in huge pages, or the reverse"
+    return int(done), int(huge), same == "True"
+
+
+def test_collapsing_into_huge_pages_keeps_every_byte():
+    """sandbox/hugepages.py: the memory is the same after, whether or not the kernel could collapse it."""
+    done, huge, same = _collapse_elsewhere()
+    assert same
+    assert (done > 0) == (huge > 0), "collapsed bytes reported but none in huge pages, or the reverse"
 
 
 def test_a_zygote_in_huge_pages_grades_exactly_as_one_without(grader, tmp_path):
@@ -313,7 +320,8 @@ def test_a_zygote_in_huge_pages_grades_exactly_as_one_without(grader, tmp_path):
             by[expected] = (huge, [grade_submission(grader, s, p.parent, zygote=zygote) for s, p in sorted(subs.items())])
         finally:
             zygote.close()
-    assert by[1][0] == 0 or by[hugepages.WORTH][0] > by[1][0]
+    if _collapse_elsewhere()[0] > 0:  # a kernel that collapses: the class's zygote is in huge pages
+        assert by[hugepages.WORTH][0] > by[1][0]
     plain, collapsed = by[1][1], by[hugepages.WORTH][1]
     for a, b in zip(plain, collapsed):
         assert [(c.grade_id, c.points, c.passed, c.total, [dataclasses.astuple(v) for v in c.cases])

@@ -268,7 +268,6 @@ class _DispatchWatch(TorchDispatchMode):
     def __init__(self, watch: "_CallWatch"):
         super().__init__()
         self.watch = watch
-        self.labels = watch.labels
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -277,16 +276,7 @@ class _DispatchWatch(TorchDispatchMode):
         return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        try:
-            label = self.labels[func]
-        except (KeyError, TypeError):
-            label = self.watch.label_of(func)
-        if label is not None:
-            self.watch.record(label)
-        for t in types:
-            if t not in _PLAIN and _own_handlers(t):
-                self.watch.hook_on()
-                break
+        self.watch.note(func, types)
         return func(*args) if kwargs is None else func(*args, **kwargs)
 
 
@@ -346,7 +336,9 @@ class _CallWatch(TorchFunctionMode):
             pass
         return label
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def note(self, func, types) -> None:
+        """What either level does for a call it sees: record it when forbidden, and turn the
+        profile hook on when a Tensor subclass with handlers of its own takes part."""
         try:
             label = self.labels[func]
         except (KeyError, TypeError):
@@ -357,6 +349,9 @@ class _CallWatch(TorchFunctionMode):
             if t not in _PLAIN and _own_handlers(t):
                 self.hook_on()
                 break
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.note(func, types)
         return func(*args) if kwargs is None else func(*args, **kwargs)
 
     def hook_on(self) -> None:
